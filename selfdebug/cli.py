@@ -1,0 +1,39 @@
+"""`selfdebug <command> ...`: each command lives in its stage's package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> module with main(argv) -> int
+COMMANDS = {
+    "execute": ("selfdebug.sandbox.cli", "judge samples against a benchmark's tests"),
+    "tiny-model": ("selfdebug.llm.tiny_model", "build the small local model (CPU default)"),
+    "synth": ("selfdebug.synth.cli", "synthesize the self-debugging dataset"),
+    "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
+    "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
+    "serve": ("selfdebug.serve.cli", "serve the debugger (Ray Serve)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: selfdebug <command> [options]", "", "commands:"]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"selfdebug: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

