@@ -23,6 +23,8 @@ class TestSuite:
     - ``io``: ``inputs`` are stdin strings, ``outputs`` expected stdout strings.
     """
 
+    __test__ = False  # not a pytest class
+
     kind: TestKind
     asserts: list[str] = field(default_factory=list)
     setup: str = ""

@@ -1,0 +1,57 @@
+"""The execution feedback a model reads (DESIGN.md, "Execution feedback")."""
+
+from __future__ import annotations
+
+import re
+
+
+def clip(text: str, n: int) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[: n - 15] + " ...[truncated]"
+
+
+def show(value, n: int = 200) -> str:
+    return clip(repr(value), n)
+
+
+def describe_exception(info: dict) -> str:
+    head = f"{info.get('type', 'Error')}: {info.get('msg', '')}".rstrip(": ")
+    if info.get("line"):
+        head += f" at line {info['line']}"
+    frames = info.get("frames") or []
+    if frames:
+        head += "\n" + "\n".join(f"  {f}" for f in frames[-3:])
+    return head
+
+
+def describe_death(info: dict, timeout: float) -> str:
+    kind = info.get("kind")
+    if kind == "timeout":
+        return f"Timed out after {timeout:g} s"
+    sig = info.get("signal")
+    if sig == 25:
+        return "Killed: output file size limit exceeded"
+    if sig == 24:
+        return "Timed out: CPU time limit exceeded"
+    if sig is not None:
+        return f"Killed by signal {sig}"
+    if info.get("exit") is not None:
+        return f"The program exited (exit code {info['exit']}) before the tests finished"
+    return "The program died before the tests finished"
+
+
+def statement_text(stmt: str, entry_point: str) -> str:
+    """Test code as the model knows it: ``candidate`` is the function it wrote."""
+    text = stmt.strip()
+    if entry_point:
+        text = re.sub(r"\bcandidate\b", entry_point, text)
+    return clip(text, 300)
+
+
+def io_failure(stdin: str, expected: str, actual: str, n: int = 300) -> str:
+    return (f"Input:\n{clip(stdin, n)}\nExpected output:\n{clip(expected, n)}\n"
+            f"Actual output:\n{clip(actual, n)}")
+
+
+def summary_line(passed: int, total: int) -> str:
+    return f"({passed} of {total} tests passed)"

@@ -1,0 +1,422 @@
+"""The trusted side: turn (problem, code) into an ExecResult using one fork server.
+
+The sandbox gets code and inputs; expected values never leave this process. Assertion tests
+run here with ``RemoteRef`` proxies for the candidate's names; call tests send argument
+lists and compare the returned plain values; io tests send stdin and compare stdout.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from selfdebug.sandbox import feedback as fb
+from selfdebug.sandbox import wire
+from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
+from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
+from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, SessionDead
+from selfdebug.schema import ExecResult, Problem
+
+# outcome of one test -> status of the sample when it is the first non-pass
+_STATUS_OF = {"fail": "failed", "error": "error", "timeout": "timeout", "memory": "memory",
+              "killed": "killed", "skipped": "failed"}
+
+
+@dataclass
+class SandboxConfig:
+    isolation: str = "auto"  # auto | bwrap | degraded | none
+    timeout_floor: float = 3.0  # seconds per test, at least
+    timeout_factor: float = 4.0  # x the canonical solution's slowest test (EvalPlus uses 4)
+    calibrate: bool = True  # derive per-task limits from the canonical solution's runtime
+    max_seconds_per_sample: float = 60.0
+    memory_mb: int = 2048
+    output_cap_bytes: int = 1 << 20
+    tmpfs_mb: int = 256
+    stop_on_first_failure: bool = False
+    feedback_chars: int = 1500
+    cache_dir: str = ""  # expected outputs and limits; default ~/.cache/selfdebug
+
+    def limits(self, seconds: float) -> dict:
+        return {"as_bytes": self.memory_mb << 20, "cpu_s": int(seconds) + 2,
+                "fsize": self.output_cap_bytes * 4, "nofile": 64}
+
+
+@dataclass
+class _Prepared:
+    limit: float
+    # assert suites
+    prelude: dict = field(default_factory=dict)
+    compiled: list = field(default_factory=list)
+    remote_names: tuple[str, ...] = ()
+    # call suites
+    encoded_inputs: list = field(default_factory=list)
+    expected: list | None = None
+    raised: set = field(default_factory=set)  # inputs on which the canonical solution raised
+    poly: object = None  # HumanEval/32 (find_zero) is judged by its root, as EvalPlus does
+
+
+def _cache_root(config: SandboxConfig) -> Path:
+    return Path(config.cache_dir or os.path.expanduser("~/.cache/selfdebug"))
+
+
+def _task_key(problem: Problem) -> str:
+    t = problem.tests
+    blob = json.dumps([problem.canonical_solution, t.kind, t.asserts, t.setup, t.prelude,
+                       repr(t.inputs)[:10_000_000], sys.version], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    loaded, stored = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else stored).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            stored.add(node.name)
+        elif isinstance(node, ast.arg):
+            stored.add(node.arg)
+        elif isinstance(node, ast.alias):
+            stored.add((node.asname or node.name).split(".")[0])
+    return loaded, stored
+
+
+class Judge:
+    """Judges candidates for a set of problems with one fork server (one at a time)."""
+
+    def __init__(self, problems, config: SandboxConfig | None = None,
+                 server: ForkServer | None = None):
+        self.config = config or SandboxConfig()
+        self.problems: dict[str, Problem] = (
+            dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
+        self.server = server or ForkServer(detect_isolation(self.config.isolation),
+                                           self.config.tmpfs_mb << 20)
+        self._prepared: dict[str, _Prepared] = {}
+
+    @property
+    def isolation(self) -> str:
+        return self.server.isolation.level
+
+    def close(self) -> None:
+        self.server.close()
+
+    # ------------------------------------------------------------------ public
+    def run(self, task_id: str, code: str) -> ExecResult:
+        problem = self.problems.get(task_id)
+        if problem is None:
+            return ExecResult("error", 0, 0, [], f"unknown task_id {task_id!r}", 0.0,
+                              self.isolation)
+        prep = self.prepare(problem)
+        t0 = time.monotonic()
+        kind = problem.tests.kind
+        if kind == "assert":
+            outcomes, notes = self._run_asserts(problem, prep, code)
+        elif kind == "call":
+            outcomes, notes = self._run_calls(problem, prep, code)
+        else:
+            outcomes, notes = self._run_io(problem, prep, code)
+        return self._result(outcomes, notes, time.monotonic() - t0)
+
+    def prepare(self, problem: Problem) -> _Prepared:
+        """Per-task work done once: parse tests, expected outputs, time limit."""
+        prep = self._prepared.get(problem.task_id)
+        if prep is not None:
+            return prep
+        limit = problem.time_limit or self.config.timeout_floor
+        prep = _Prepared(limit=limit)
+        t = problem.tests
+        if t.kind == "assert":
+            self._prepare_asserts(problem, prep)
+        elif t.kind == "call":
+            prep.encoded_inputs = [[wire.encode(a) for a in inp] for inp in t.inputs]
+            prep.expected = list(t.outputs) if t.outputs is not None else None
+            if problem.entry_point == "find_zero" and problem.source.startswith("humaneval"):
+                prep.poly = lambda xs, x: sum(c * x**i for i, c in enumerate(xs))
+        self._prepared[problem.task_id] = prep
+        needs_expected = t.kind == "call" and prep.expected is None
+        if needs_expected or (self.config.calibrate and problem.time_limit is None):
+            self._calibrate(problem, prep)
+        return prep
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare_asserts(self, problem: Problem, prep: _Prepared) -> None:
+        t = problem.tests
+        ns: dict = {"__name__": "__selfdebug_tests__", "__builtins__": builtins}
+        if t.prelude:
+            exec(compile(t.prelude, f"<tests of {problem.task_id}>", "exec"), ns)
+        loaded, stored = set(), set()
+        for i, stmt in enumerate(t.asserts):
+            tree = ast.parse(stmt)
+            lo, st = _names(tree)
+            loaded |= lo
+            stored |= st
+            prep.compiled.append(compile(tree, f"<test {i}>", "exec"))
+        remote = []
+        for name in sorted(loaded - stored):
+            if name == "candidate" or name == problem.entry_point:
+                continue
+            if name in ns or hasattr(builtins, name):
+                continue
+            if name in sys.stdlib_module_names:
+                ns[name] = importlib.import_module(name)
+                continue
+            remote.append(name)  # defined by the program or by the setup code
+        ns.pop(problem.entry_point, None)  # the prompt's stub must not stand in for the code
+        prep.prelude = ns
+        prep.remote_names = tuple(remote)
+
+    def _calibrate(self, problem: Problem, prep: _Prepared) -> None:
+        """Run the canonical solution once: expected outputs (call suites) and time limit."""
+        cache = _cache_root(self.config) / "tasks" / f"{_task_key(problem)}.json"
+        cached = None
+        if cache.is_file():
+            try:
+                cached = json.loads(cache.read_text())
+            except ValueError:
+                cached = None
+        if cached is None:
+            prep.limit = self.config.max_seconds_per_sample  # generous for the reference
+            times: list[float] = []
+            outcomes, notes = (self._run_calls(problem, prep, problem.canonical_solution,
+                                               times=times, collect=True)
+                               if problem.tests.kind == "call" else
+                               self._dispatch(problem, prep, problem.canonical_solution, times))
+            cached = {"max_test_seconds": max(times, default=0.0),
+                      "canonical_passed": all(o == "pass" for o in outcomes),
+                      "canonical_feedback": notes.get("first", "")}
+            if problem.tests.kind == "call":
+                cached["expected"] = notes.get("outputs")
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached))
+            tmp.replace(cache)
+        if problem.tests.kind == "call" and prep.expected is None:
+            prep.raised = {i for i, e in enumerate(cached["expected"]) if e == ["raised"]}
+            prep.expected = [None if i in prep.raised else wire.decode(e)
+                             for i, e in enumerate(cached["expected"])]
+        if problem.time_limit is not None:
+            prep.limit = problem.time_limit
+        elif self.config.calibrate:
+            prep.limit = max(self.config.timeout_floor,
+                             self.config.timeout_factor * cached["max_test_seconds"])
+        else:
+            prep.limit = self.config.timeout_floor
+
+    def _dispatch(self, problem, prep, code, times):
+        if problem.tests.kind == "assert":
+            return self._run_asserts(problem, prep, code, times)
+        return self._run_io(problem, prep, code, times)
+
+    # ------------------------------------------------------------------ strategies
+    def _deadline(self, n_tests: int, limit: float) -> float:
+        budget = min(self.config.max_seconds_per_sample, limit * (n_tests + 1))
+        return time.monotonic() + budget
+
+    def _run_asserts(self, problem, prep, code, times=None):
+        t = problem.tests
+        n = len(t.asserts)
+        session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
+                          prep.limit, self._deadline(n, prep.limit))
+        load = session.start(prep.limit)
+        if "loaded" not in load:
+            return self._load_failure(load, n, prep.limit)
+        ns = dict(prep.prelude)
+        ep = problem.entry_point
+        for name in prep.remote_names:
+            ns[name] = RemoteRef(session, ["N", name], name)
+        if ep:
+            ns["candidate"] = ns[ep] = RemoteRef(session, ["N", ep], ep)
+        outcomes: list[str] = []
+        notes: dict = {}
+        try:
+            for i, compiled in enumerate(prep.compiled):
+                if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
+                    break
+                session.last_call = None
+                t0 = time.monotonic()
+                outcome, note = self._exec_statement(compiled, ns, session, t.asserts[i], ep,
+                                                     prep.limit)
+                if times is not None:
+                    times.append(time.monotonic() - t0)
+                outcomes.append(outcome)
+                if outcome != "pass" and "first" not in notes:
+                    notes["first"] = note
+                if outcome in ("timeout", "memory", "killed") and note.endswith("[dead]"):
+                    notes["first"] = notes["first"].removesuffix(" [dead]")
+                    if outcome == "timeout":
+                        break  # every later test would wait for the same limit
+                    if "loaded" not in session.start(prep.limit):
+                        break
+        finally:
+            session.end()
+        outcomes += ["skipped"] * (n - len(outcomes))
+        return outcomes, notes
+
+    def _exec_statement(self, compiled, ns, session, stmt, ep, limit):
+        text = fb.statement_text(stmt, ep)
+        try:
+            exec(compiled, ns)
+            return "pass", ""
+        except ServerDied:
+            raise  # not the candidate's doing: the pool restarts the server and retries
+        except SessionDead as d:
+            kind = d.info.get("kind")
+            outcome = "timeout" if kind == "timeout" or d.info.get("signal") == 24 else "killed"
+            return outcome, f"`{text}`: {fb.describe_death(d.info, limit)} [dead]"
+        except RemoteException as e:
+            info = e.info
+            outcome = "memory" if info.get("type") == "MemoryError" else "error"
+            return outcome, f"`{text}` raised {fb.describe_exception(info)}"
+        except AssertionError:
+            last = session.last_call
+            if last is None:
+                return "fail", f"`{text}` failed"
+            return "fail", f"`{text}` failed: {last[0]} returned {fb.show(last[1])}"
+        except Exception as e:  # noqa: BLE001  the test choked on what the candidate returned
+            last = session.last_call
+            got = f" ({last[0]} returned {fb.show(last[1])})" if last else ""
+            return "error", f"`{text}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
+
+    def _run_calls(self, problem, prep, code, times=None, collect=False):
+        t = problem.tests
+        n = len(prep.encoded_inputs)
+        session = Session(self.server, code, "", self.config.limits(prep.limit * (n + 1)),
+                          prep.limit, self._deadline(n, prep.limit))
+        load = session.start(prep.limit)
+        if "loaded" not in load:
+            return self._load_failure(load, n, prep.limit)
+        outcomes: list[str] = []
+        notes: dict = {"outputs": []} if collect else {}
+        ep = problem.entry_point
+        req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
+        try:
+            replies = self.server.stream({"op": "stream", "req": req, "timeout": prep.limit},
+                                         n, prep.limit)
+            for i, (reply, seconds) in enumerate(replies):
+                if times is not None:
+                    times.append(seconds)
+                def call(i=i):  # rendered only for the feedback of a failure
+                    return f"{ep}({fb.clip(', '.join(fb.show(a, 80) for a in t.inputs[i]), 240)})"
+
+                if "dead" in reply:
+                    info = reply["dead"]
+                    outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+                    outcomes.append(outcome)
+                    notes.setdefault("first", f"`{call()}`: {fb.describe_death(info, prep.limit)}")
+                    break
+                resp = reply["resp"]
+                if collect:  # a canonical solution that raises gives no expected value
+                    notes["outputs"].append(resp.get("ok", ["raised"]))
+                if "exc" in resp:
+                    outcome = "memory" if resp["exc"].get("type") == "MemoryError" else "error"
+                    outcomes.append(outcome)
+                    notes.setdefault("first", f"`{call()}` raised "
+                                              f"{fb.describe_exception(resp['exc'])}")
+                    continue
+                if collect:
+                    outcomes.append("pass")
+                    continue
+                got = wire.decode(resp["ok"], lambda d: RemoteRef(session, d, call()))
+                ok = self._call_ok(problem, prep, i, got)
+                outcomes.append("pass" if ok else "fail")
+                if not ok:
+                    notes.setdefault("first", f"`{call()}` returned {fb.show(got)}, expected "
+                                              f"{fb.show(prep.expected[i])}")
+        finally:
+            session.end()
+        outcomes += ["skipped"] * (n - len(outcomes))
+        return outcomes, notes
+
+    def _call_ok(self, problem, prep, i, got) -> bool:
+        if i in prep.raised:
+            return False  # the canonical solution raised on this input: no verdict possible
+        expected = prep.expected[i]
+        if prep.poly is not None:
+            try:
+                return abs(prep.poly(problem.tests.inputs[i][0], got)) <= max(
+                    problem.tests.atol, 1e-6)
+            except Exception:  # noqa: BLE001
+                return False
+        if problem.source == "apps":
+            return apps_equal(got, expected)
+        return values_equal(got, expected, problem.tests.atol)
+
+    def _run_io(self, problem, prep, code, times=None):
+        t = problem.tests
+        outcomes: list[str] = []
+        notes: dict = {}
+        deadline = self._deadline(len(t.inputs), prep.limit)
+        for i, stdin in enumerate(t.inputs):
+            if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            limit = min(prep.limit, left)
+            r = self.server.request({"op": "io", "code": code, "stdin": stdin,
+                                     "limits": self.config.limits(limit), "timeout": limit,
+                                     "output_cap": self.config.output_cap_bytes}, limit)
+            if times is not None:
+                times.append(r["time"])
+            outcome, note = self._io_outcome(r, stdin, t.outputs[i] if t.outputs else "", limit)
+            outcomes.append(outcome)
+            if outcome != "pass":
+                notes.setdefault("first", note)
+                if outcome == "timeout":
+                    break
+        outcomes += ["skipped"] * (len(t.inputs) - len(outcomes))
+        return outcomes, notes
+
+    @staticmethod
+    def _io_outcome(r: dict, stdin: str, expected: str, limit: float) -> tuple[str, str]:
+        if r["timeout"]:
+            return "timeout", f"Input:\n{fb.clip(stdin, 300)}\nTimed out after {limit:g} s"
+        if r["error"]:
+            kind = "memory" if r["error"].get("type") == "MemoryError" else "error"
+            return kind, (f"Input:\n{fb.clip(stdin, 300)}\n"
+                          f"{fb.describe_exception(r['error'])}")
+        if r["signal"] is not None:
+            death = {"kind": "signal", "signal": r["signal"]}
+            outcome = "timeout" if r["signal"] == 24 else "killed"
+            return outcome, f"Input:\n{fb.clip(stdin, 300)}\n{fb.describe_death(death, limit)}"
+        if r["exit"] not in (0, None):
+            return "error", f"Input:\n{fb.clip(stdin, 300)}\nExited with code {r['exit']}"
+        if r["truncated"]:
+            return "fail", f"Input:\n{fb.clip(stdin, 300)}\nOutput exceeded the size limit"
+        if stdout_equal(r["stdout"], expected):
+            return "pass", ""
+        return "fail", fb.io_failure(stdin, expected, r["stdout"])
+
+    # ------------------------------------------------------------------ results
+    def _load_failure(self, reply: dict, n: int, limit: float):
+        if "load_error" in reply:
+            info = reply["load_error"]
+            outcome = "memory" if info.get("type") == "MemoryError" else "error"
+            note = fb.describe_exception(info)
+        else:
+            info = reply.get("dead", {})
+            outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+            note = f"Loading the program: {fb.describe_death(info, limit)}"
+        return [outcome] + ["skipped"] * (n - 1) if n else [outcome], {"first": note}
+
+    def _result(self, outcomes: list[str], notes: dict, runtime: float) -> ExecResult:
+        passed = sum(o == "pass" for o in outcomes)
+        total = len(outcomes)
+        first_bad = next((o for o in outcomes if o != "pass"), None)
+        status = "passed" if first_bad is None and total else _STATUS_OF.get(first_bad, "error")
+        text = ""
+        if status != "passed":
+            text = fb.clip(notes.get("first", "") + "\n" + fb.summary_line(passed, total),
+                           self.config.feedback_chars)
+        return ExecResult(status, passed, total, outcomes, text.strip(), runtime, self.isolation)
+
+
+def with_config(config: SandboxConfig | None, **changes) -> SandboxConfig:
+    return replace(config or SandboxConfig(), **changes)

@@ -1,0 +1,592 @@
+"""The fork server: runs inside the sandbox, forks one locked-down child per execution.
+
+Started by the trusted side (``forkserver.ForkServer``) as ``python server.py CONFIG_JSON``,
+usually under bubblewrap. It speaks framed JSON on stdin/stdout. It never sees tests'
+expected values: it receives code and inputs and returns outputs. Children run the
+candidate; they talk to the server over their own pipes, never over the server's channel,
+so a candidate cannot forge or desynchronise the protocol. Stdlib only (plus pyseccomp if
+importable): this file is imported by path, not as part of selfdebug.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import io
+import json
+import linecache
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
+
+# Warm the fork template: modules candidates commonly import are loaded once here, so a
+# forked child pays nothing for them.
+PREIMPORT = (
+    "math re collections itertools functools heapq bisect string typing random copy json "
+    "statistics decimal fractions datetime operator array hashlib cmath textwrap "
+    "dataclasses enum abc numbers unicodedata"
+).split()
+for _m in PREIMPORT:
+    try:
+        __import__(_m)
+    except ImportError:
+        pass
+
+FILENAME = "solution.py"
+CLONE_THREAD = 0x00010000
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+try:  # seccomp is optional: the trusted side reports what was in force
+    import pyseccomp as seccomp
+except Exception:  # noqa: BLE001  (ImportError, or OSError when libseccomp is missing)
+    seccomp = None
+
+_DENIED = (
+    "fork vfork execve execveat socket socketpair connect bind listen accept accept4 "
+    "ptrace process_vm_readv process_vm_writev setsid setpgid mount umount2 unshare setns "
+    "pivot_root chroot reboot kexec_load init_module finit_module delete_module bpf "
+    "perf_event_open userfaultfd pidfd_open pidfd_getfd pidfd_send_signal keyctl add_key "
+    "request_key iopl ioperm swapon swapoff syslog acct settimeofday clock_settime "
+    "sethostname setdomainname mknod mknodat io_uring_setup tkill"
+).split()
+
+
+def install_seccomp() -> bool:
+    if seccomp is None:
+        return False
+    me = os.getpid()
+    eperm = seccomp.ERRNO(errno.EPERM)
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in _DENIED:
+        try:
+            f.add_rule(eperm, name)
+        except (RuntimeError, ValueError, OSError):
+            pass  # syscall unknown on this arch
+    # Threads are fine (they die with the process group); new processes are not.
+    f.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone
+    # Signals only to itself.
+    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        f.add_rule(eperm, name, seccomp.Arg(0, seccomp.NE, me))
+    f.load()
+    return True
+
+
+class CappedText(io.TextIOBase):
+    """stdout/stderr replacement: keeps the first ``cap`` characters, drops the rest."""
+
+    def __init__(self, cap: int):
+        self.cap, self.parts, self.size = cap, [], 0
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        s = str(s)
+        if self.size < self.cap:
+            self.parts.append(s[: self.cap - self.size])
+            self.size += len(self.parts[-1])
+        return len(s)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+def lock_down(limits: dict, cfg: dict) -> None:
+    """Runs in the child right after fork: session, fds, rlimits, uid, no-new-privs, seccomp."""
+    os.setsid()
+
+    def setlim(res, value):
+        try:
+            resource.setrlimit(res, (value, value))
+        except (ValueError, OSError):
+            pass
+
+    setlim(resource.RLIMIT_CORE, 0)
+    if limits.get("as_bytes"):
+        setlim(resource.RLIMIT_AS, int(limits["as_bytes"]))
+    if limits.get("cpu_s"):
+        setlim(resource.RLIMIT_CPU, int(limits["cpu_s"]))
+    if limits.get("fsize"):
+        setlim(resource.RLIMIT_FSIZE, int(limits["fsize"]))
+    if limits.get("nofile"):
+        setlim(resource.RLIMIT_NOFILE, int(limits["nofile"]))
+    uid = cfg.get("drop_uid")
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if cfg.get("seccomp"):
+        install_seccomp()
+
+
+def redirect_std(stdin_fd: int | None, out_fd: int | None, err_fd: int | None, keep: set[int]):
+    """Point fds 0-2 where asked (else /dev/null) and close every other fd but ``keep``."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target, src in ((0, stdin_fd), (1, out_fd), (2, err_fd)):
+        os.dup2(devnull if src is None else src, target)
+    lo = 3
+    for fd in sorted(k for k in keep if k >= 3) + [1 << 16]:
+        os.closerange(lo, fd)
+        lo = fd + 1
+
+
+def format_exc(exc: BaseException) -> dict:
+    tb = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in tb if f.filename == FILENAME]
+    lines = [f"line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames[-3:]]
+    lineno = frames[-1].lineno if frames else getattr(exc, "lineno", None)
+    msg = str(exc)
+    if isinstance(exc, SyntaxError):
+        msg = exc.msg
+        lineno = exc.lineno
+        lines = [f"line {exc.lineno}: {(exc.text or '').strip()}"]
+    return {"type": type(exc).__name__, "msg": msg[:2000], "line": lineno, "frames": lines}
+
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
+
+
+def compile_program(code: str):
+    linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
+    return compile(code, FILENAME, "exec", dont_inherit=True)
+
+
+# ----------------------------------------------------------------- child: call mode
+class Handles:
+    def __init__(self):
+        self.objs: list = []
+
+    def make_ref(self, obj):
+        self.objs.append(obj)
+        return ["h", len(self.objs) - 1, type(obj).__name__]
+
+    def resolve(self, data, ns):
+        if data[0] == "h":
+            return self.objs[int(data[1])]
+        return ns[data[1]]  # ["N", name]: a name in the program's namespace
+
+
+def child_call_mode(req_fd: int, resp_fd: int, msg: dict, cfg: dict) -> None:
+    redirect_std(None, None, None, {req_fd, resp_fd})
+    lock_down(msg["limits"], cfg)
+    out = CappedText(4096)
+    sys.stdout = sys.stderr = out
+    sys.stdin = io.StringIO("")
+    ns = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    handles = Handles()
+    try:
+        exec(compile_program(msg["code"]), ns)
+        if msg.get("setup"):
+            exec(compile(msg["setup"], "<test setup>", "exec"), ns)
+        reply = {"loaded": True}
+    except MemoryError:
+        reply = {"load_error": {"type": "MemoryError", "msg": "", "line": None, "frames": []}}
+    except BaseException as e:  # noqa: BLE001  SystemExit from the candidate included
+        reply = {"load_error": format_exc(e)}
+    wire.write_frame(resp_fd, reply)
+    if "load_error" in reply:
+        os._exit(0)
+
+    def dec(v):
+        return wire.decode(v, lambda d: handles.resolve(d, ns))
+
+    def enc(v):
+        try:
+            return {"ok": wire.encode(v, handles.make_ref)}
+        except wire.Unencodable as e:
+            return {"exc": {"type": "OutputError", "msg": str(e), "line": None, "frames": []}}
+        except RecursionError:
+            return {"exc": {"type": "OutputError", "msg": "value nested too deeply",
+                            "line": None, "frames": []}}
+
+    def run_one(req):
+        try:
+            target = dec(req["target"])
+            op = req["op"]
+            if op == "call":
+                args = [dec(a) for a in req.get("args", [])]
+                kwargs = {k: dec(v) for k, v in req.get("kwargs", {}).items()}
+                return enc(target(*args, **kwargs))
+            if op == "getattr":
+                return enc(getattr(target, req["attr"]))
+            if op == "getitem":
+                return enc(target[dec(req["key"])])
+            if op == "len":
+                return enc(len(target))
+            if op == "list":
+                return enc(list(target))
+            if op == "bool":
+                return enc(bool(target))
+            if op == "str":
+                return enc(str(target))
+            if op == "repr":
+                return enc(repr(target))
+            return {"exc": {"type": "ProtocolError", "msg": f"unknown op {op}"}}
+        except MemoryError:
+            return {"exc": {"type": "MemoryError", "msg": "", "line": None, "frames": []}}
+        except BaseException as e:  # noqa: BLE001
+            return {"exc": format_exc(e)}
+
+    while True:
+        try:
+            req = wire.read_frame(req_fd)
+        except (EOFError, wire.WireError):
+            os._exit(0)
+        if req.get("op") == "call_many":
+            # Results stream back in chunks (every 256 results or 20 ms), so per-input
+            # timeouts still hold and a timeout loses only the slow input.
+            chunk, times, flushed = [], [], time.perf_counter()
+            for args in req["inputs"]:
+                t0 = time.perf_counter()
+                chunk.append(run_one({"op": "call", "target": req["target"], "args": args}))
+                now = time.perf_counter()
+                times.append(now - t0)
+                if len(chunk) >= 256 or now - flushed > 0.02:
+                    wire.write_frame(resp_fd, {"batch": chunk, "times": times})
+                    chunk, times, flushed = [], [], now
+            if chunk:
+                wire.write_frame(resp_fd, {"batch": chunk, "times": times})
+        else:
+            wire.write_frame(resp_fd, run_one(req))
+
+
+# ----------------------------------------------------------------- child: stdin/stdout mode
+def child_io_mode(msg: dict, cfg: dict) -> None:
+    """fds are set up by the server: 0 = input, 1 = output file, 2 = error-report pipe."""
+    lock_down(msg["limits"], cfg)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8")
+    sys.stderr = CappedText(4096)  # raw fd 2 is the error channel, not for the program
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    code = 0
+    try:
+        exec(compile_program(msg["code"]), ns)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as e:  # noqa: BLE001
+        info = {"type": "MemoryError", "msg": "", "line": None, "frames": []} \
+            if isinstance(e, MemoryError) else format_exc(e)
+        _flush_stdout()
+        try:
+            os.write(2, json.dumps(info).encode()[:8192])
+        except OSError:
+            pass
+        os._exit(1)
+    _flush_stdout()
+    os._exit(code if 0 <= code < 256 else 1)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BaseException:  # noqa: BLE001  closed or replaced by the program
+        pass
+
+
+# ----------------------------------------------------------------- server side
+class Server:
+    def __init__(self, in_fd: int, out_fd: int, cfg: dict):
+        self.in_fd, self.out_fd, self.cfg = in_fd, out_fd, cfg
+        self.child_pid: int | None = None
+        self.req_w = self.resp_r = -1
+        self.buf = b""
+        self.workroot = cfg.get("workdir", "/tmp")
+
+    def send(self, obj):
+        wire.write_frame(self.out_fd, obj)
+
+    # -- helpers
+    def _fresh_workdir(self) -> str:
+        path = os.path.join(self.workroot, "run")
+        shutil.rmtree(path, ignore_errors=True)
+        self._wipe_tmp()
+        os.makedirs(path, exist_ok=True)
+        uid = self.cfg.get("drop_uid")
+        if uid is not None and os.getuid() == 0:
+            os.chown(path, uid, uid)
+        return path
+
+    def _wipe_tmp(self):
+        # Whatever a candidate left in the private /tmp must not reach the next one.
+        if not self.cfg.get("wipe_tmp"):
+            return
+        for name in os.listdir("/tmp"):
+            p = os.path.join("/tmp", name)
+            try:
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    os.unlink(p)
+            except OSError:
+                pass
+
+    def _kill(self, pid: int) -> tuple[int | None, int | None]:
+        """Kill the child's whole process group and reap it; returns (exit code, signal)."""
+        for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        return self._reap(pid, block=True)
+
+    def _reap(self, pid: int, block: bool) -> tuple[int | None, int | None]:
+        try:
+            got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return None, None
+        if got == 0:
+            return None, None
+        # Orphans (none should exist under seccomp) are reaped too.
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if os.WIFSIGNALED(status):
+            return None, os.WTERMSIG(status)
+        return os.WEXITSTATUS(status), None
+
+    def _read_child_frame(self, deadline: float):
+        """One frame from the child, or ('dead'|'timeout', detail)."""
+        while True:
+            if len(self.buf) >= 4:
+                (size,) = struct.unpack("<I", self.buf[:4])
+                if size > wire.MAX_FRAME:
+                    return "dead", "oversized frame"
+                if len(self.buf) >= 4 + size:
+                    data, self.buf = self.buf[4 : 4 + size], self.buf[4 + size :]
+                    try:
+                        return "ok", json.loads(data)
+                    except ValueError:
+                        return "dead", "malformed frame"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", None
+            ready, _, _ = select.select([self.resp_r], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(self.resp_r, 1 << 20)
+            if not chunk:
+                return "dead", "closed"
+            self.buf += chunk
+
+    def _end_child(self) -> tuple[int | None, int | None]:
+        code = sig = None
+        if self.child_pid is not None:
+            code, sig = self._kill(self.child_pid)
+        for fd in (self.req_w, self.resp_r):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.child_pid, self.req_w, self.resp_r, self.buf = None, -1, -1, b""
+        return code, sig
+
+    def _death(self, kind: str, detail=None) -> dict:
+        code, sig = self._end_child()
+        return {"dead": {"kind": kind, "detail": detail, "exit": code, "signal": sig}}
+
+    # -- ops
+    def op_start(self, msg):
+        self._end_child()
+        workdir = self._fresh_workdir()
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.chdir(workdir)
+                os.close(req_w)
+                os.close(resp_r)
+                child_call_mode(req_r, resp_w, msg, self.cfg)
+            finally:
+                os._exit(70)
+        os.close(req_r)
+        os.close(resp_w)
+        self.child_pid, self.req_w, self.resp_r, self.buf = pid, req_w, resp_r, b""
+        status, reply = self._read_child_frame(time.monotonic() + msg["timeout"])
+        if status != "ok":
+            return self._death(status, reply)
+        if "load_error" in reply:
+            self._end_child()
+        return reply
+
+    def op_req(self, msg):
+        if self.child_pid is None:
+            return {"dead": {"kind": "dead", "detail": "no session"}}
+        try:
+            wire.write_frame(self.req_w, msg["req"])
+        except OSError:
+            return self._death("dead", "closed")
+        status, reply = self._read_child_frame(time.monotonic() + msg["timeout"])
+        if status != "ok":
+            return self._death(status, reply)
+        return {"resp": reply}
+
+    def op_stream(self, msg):
+        """call_many: relay the child's result chunks; stop at the first timeout or death."""
+        if self.child_pid is None:
+            self.send({"dead": {"kind": "dead", "detail": "no session"}})
+            return
+        try:
+            wire.write_frame(self.req_w, msg["req"])
+        except OSError:
+            self.send(self._death("dead", "closed"))
+            return
+        left = len(msg["req"]["inputs"])
+        while left > 0:
+            # one input may take up to the limit, plus the child's 20 ms batching delay
+            status, reply = self._read_child_frame(time.monotonic() + msg["timeout"] + 0.1)
+            if status != "ok":
+                self.send(self._death(status, reply))
+                return
+            left -= len(reply.get("batch", ())) or left
+            self.send(reply)
+
+    def op_end(self, msg):
+        code, sig = self._end_child()
+        self._wipe_tmp()
+        return {"ended": True}
+
+    def op_io(self, msg):
+        """Run the program once on one stdin; return its stdout and how it ended."""
+        self._end_child()
+        workdir = self._fresh_workdir()
+        in_r, in_w = os.pipe()
+        out_fd = os.memfd_create("stdout", 0)
+        err_r, err_w = os.pipe()
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.chdir(workdir)
+                redirect_std(in_r, out_fd, err_w, set())
+                child_io_mode(msg, self.cfg)
+            finally:
+                os._exit(70)
+        for fd in (in_r, err_w):
+            os.close(fd)
+        pidfd = _pidfd(pid)
+        deadline = t0 + msg["timeout"]
+        view = memoryview(msg.get("stdin", "").encode())
+        os.set_blocking(in_w, False)
+        err_chunks, timed_out, exited = [], False, False
+        while not exited:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            rlist = [fd for fd in (err_r, pidfd) if fd >= 0]
+            wlist = [in_w] if in_w >= 0 else []
+            r, w, _ = select.select(rlist, wlist, [], min(left, 0.002 if pidfd < 0 else left))
+            if w:  # feed stdin without blocking on a program that never reads it
+                try:
+                    view = view[os.write(in_w, view[: 1 << 16]):]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    view = view[:0]
+                if not view:
+                    os.close(in_w)
+                    in_w = -1
+            if err_r in r:
+                chunk = os.read(err_r, 8192)
+                if chunk:
+                    err_chunks.append(chunk)
+                else:
+                    os.close(err_r)
+                    err_r = -1
+            if pidfd < 0 or pidfd in r:
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        elapsed = time.monotonic() - t0
+        code, sig = self._kill(pid)  # also reaps; kills leftover threads' group
+        for fd in (in_w, pidfd):
+            if fd >= 0:
+                os.close(fd)
+        if err_r >= 0:
+            os.set_blocking(err_r, False)
+            try:
+                while chunk := os.read(err_r, 8192):
+                    err_chunks.append(chunk)
+            except (BlockingIOError, OSError):
+                pass
+            os.close(err_r)
+        cap = int(msg.get("output_cap", 1 << 20))
+        size = os.lseek(out_fd, 0, os.SEEK_END)
+        out = os.pread(out_fd, min(size, cap), 0)
+        os.close(out_fd)
+        self._wipe_tmp()
+        try:
+            error = json.loads(b"".join(err_chunks)) if err_chunks else None
+        except ValueError:
+            error = None
+        return {
+            "stdout": out.decode("utf-8", "replace"),
+            "truncated": size > cap,
+            "exit": None if timed_out else code,
+            "signal": None if timed_out else sig,
+            "timeout": timed_out,
+            "error": error if isinstance(error, dict) else None,
+            "time": elapsed,
+        }
+
+    def serve(self):
+        ops = {"start": self.op_start, "req": self.op_req, "end": self.op_end, "io": self.op_io,
+               "ping": lambda m: {"pong": True, "pid": os.getpid()}}
+        while True:
+            try:
+                msg = wire.read_frame(self.in_fd)
+            except (EOFError, wire.WireError):
+                self._end_child()
+                return
+            op = msg.get("op")
+            if op == "stream":
+                self.op_stream(msg)
+                continue
+            handler = ops.get(op)
+            if handler is None:
+                self.send({"server_error": f"unknown op {op!r}"})
+                continue
+            try:
+                self.send(handler(msg))
+            except Exception as e:  # noqa: BLE001
+                self.send({"server_error": f"server: {type(e).__name__}: {e}"})
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    # Not dumpable: a child (same uid) cannot ptrace or read/write this process's memory.
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    cfg["seccomp"] = bool(cfg.get("seccomp")) and seccomp is not None
+    server = Server(in_fd, out_fd, cfg)
+    server.send({"ready": True, "pid": os.getpid(), "seccomp": cfg["seccomp"],
+                 "uid": os.getuid(), "python": sys.version.split()[0]})
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()

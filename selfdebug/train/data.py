@@ -1,0 +1,132 @@
+"""Getting packed rows to each training worker, with or without Ray.
+
+The driver builds examples (small: text only) and hands them to Ray Data, which tokenizes
+and packs them in parallel; each Ray Train worker reads its shard with
+``ray.train.get_dataset_shard``. Order is preserved end to end, so a shard holds the same
+rows in every run: that is what lets a resumed run continue at the same data position.
+Without Ray (torchrun) each rank does the same work locally and keeps every world-th row.
+
+A worker keeps its shard in memory (SFT sets are small: LeDex's is ≈ 50 k examples) and
+shuffles it per epoch with a seeded permutation, so "step k" always means the same batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from selfdebug.train.examples import raw_examples, split_examples, tokenize_rows
+from selfdebug.train.packing import pack, unpacked
+
+ROW_COLUMNS = ("row_id", "input_ids", "labels", "position_ids", "example_ids")
+
+
+def resolve_data_dir(cfg, scratch: Path) -> Path:
+    """``cfg.data_dir``, or a fixture dataset built from MBPP when it is empty."""
+    if cfg.data_dir:
+        return Path(cfg.data_dir)
+    from selfdebug.train.fixture_data import build_fixture_dataset, default_mbpp_path
+
+    mbpp = Path(cfg.mbpp_path) if cfg.mbpp_path else default_mbpp_path()
+    if mbpp is None or not mbpp.is_file():
+        raise FileNotFoundError("data_dir is empty and no MBPP file for the fixture dataset "
+                                "(set data_dir, mbpp_path or SELFDEBUG_SHARED_DATA)")
+    return build_fixture_dataset(scratch / "fixture-data", mbpp, cfg.fixture_problems)
+
+
+def build_examples(cfg, scratch: Path) -> tuple[list[dict], list[dict]]:
+    """(train, validation) example dicts for ``cfg`` (mixed, split by problem)."""
+    train, val = split_examples(raw_examples(resolve_data_dir(cfg, scratch)), cfg)
+    if not train:
+        raise ValueError("no training examples (no correct refinements or passing samples?)")
+    return train, val
+
+
+def rows_from_examples(examples: list[dict], tokenizer_path: str, max_seq_len: int,
+                       packing: bool) -> list[dict]:
+    """Tokenize and pack (or not) a list of examples into training rows."""
+    tokenized = tokenize_rows(examples, tokenizer_path, max_seq_len)
+    return pack(tokenized, max_seq_len) if packing else unpacked(tokenized)
+
+
+def _rows_table(rows: list[dict]):
+    import pyarrow as pa
+
+    schema = pa.schema([("row_id", pa.string()), ("input_ids", pa.list_(pa.int32())),
+                        ("labels", pa.list_(pa.int32())), ("position_ids", pa.list_(pa.int32())),
+                        ("example_ids", pa.list_(pa.string()))])
+    return pa.Table.from_pylist([{k: r[k] for k in ROW_COLUMNS} for r in rows], schema=schema)
+
+
+def _tokenize_and_pack(batch, tokenizer_path: str, max_seq_len: int, packing: bool):
+    return _rows_table(rows_from_examples(batch.to_pylist(), tokenizer_path, max_seq_len,
+                                          packing))
+
+
+def ray_datasets(train: list[dict], val: list[dict], cfg, tokenizer_path: str,
+                 pack_window: int = 512) -> dict:
+    """Ray Datasets of packed rows; ``pack_window`` examples are packed together."""
+    import pyarrow as pa
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    out = {}
+    for name, examples in (("train", train), ("val", val)):
+        if not examples:
+            continue
+        ds = ray.data.from_arrow(pa.Table.from_pylist(examples))
+        out[name] = ds.map_batches(
+            _tokenize_and_pack, batch_size=pack_window, batch_format="pyarrow",
+            fn_kwargs={"tokenizer_path": tokenizer_path, "max_seq_len": cfg.max_seq_len,
+                       "packing": cfg.packing},
+            num_cpus=0.5,  # leave room beside the training workers on small machines
+        )
+    return out
+
+
+def data_config():
+    """Split every dataset equally and in order among the workers (deterministic shards)."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    return DataConfig(datasets_to_split="all",
+                      execution_options=ExecutionOptions(preserve_order=True))
+
+
+def _as_row(r: dict) -> dict:
+    return {"row_id": str(r["row_id"]),
+            **{k: np.asarray(r[k], dtype=np.int64) for k in ("input_ids", "labels",
+                                                                "position_ids")}}
+
+
+def load_shard(name: str, cfg, rank: int, world: int, tokenizer_path: str,
+               scratch: Path, in_ray: bool) -> list[dict]:
+    """This worker's rows of dataset ``name`` ("train" / "val"), in a stable order."""
+    if in_ray:
+        import ray.train
+
+        shard = ray.train.get_dataset_shard(name)
+        rows = [] if shard is None else [_as_row(r) for r in shard.iter_rows()]
+    else:
+        train, val = build_examples(cfg, scratch)
+        examples = train if name == "train" else val
+        all_rows = rows_from_examples(examples, tokenizer_path, cfg.max_seq_len, cfg.packing)
+        all_rows.sort(key=lambda r: r["row_id"])
+        per_rank = len(all_rows) // world  # equal shards, as Ray's equal split
+        rows = [_as_row(r) for r in all_rows[rank::world][:per_rank]]
+    rows.sort(key=lambda r: r["row_id"])
+    return rows
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int, rank: int) -> np.ndarray:
+    """The seeded row permutation of one epoch on one rank."""
+    return np.random.default_rng([seed, epoch, rank]).permutation(n_rows)
+
+
+def micro_batches(rows: list[dict], order: np.ndarray, micro_batch_size: int,
+                  start: int = 0):
+    """Micro-batches (lists of rows) of one epoch, from micro-batch index ``start`` on."""
+    for i in range(start * micro_batch_size, len(order) - micro_batch_size + 1,
+                   micro_batch_size):
+        yield [rows[j] for j in order[i:i + micro_batch_size]]
