@@ -80,8 +80,12 @@ def summarize(results: list[dict], ks: list[int], known: set[str] | None = None)
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfdebug execute", description=__doc__)
-    p.add_argument("--problems", required=True, help="benchmark file, 'humaneval', or hf:NAME")
-    p.add_argument("--samples", required=True, type=Path, help="JSONL: task_id + completion|solution")
+    p.add_argument("--problems", required=True, action="append",
+                   help="benchmark file, 'humaneval', or hf:NAME (repeat to judge against several)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--samples", type=Path, help="JSONL: task_id + completion|solution")
+    src.add_argument("--canonical", action="store_true",
+                     help="judge each problem's reference solution (checks a benchmark install)")
     p.add_argument("--out", required=True, type=Path, help="results JSONL (one line per sample)")
     p.add_argument("--summary", type=Path, help="write the summary JSON here too")
     p.add_argument("--split", help="MBPP split: train/validation/test/prompt")
@@ -103,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     from selfdebug.problems import FormatError, load_problems
 
     try:
-        problems = {p.task_id: p for p in load_problems(args.problems, split=args.split,
-                                                        plus=not args.base_only)}
-        rows, invalid = parse_samples(args.samples, problems)
+        problems = {p.task_id: p for source in args.problems
+                    for p in load_problems(source, split=args.split, plus=not args.base_only)}
+        if args.canonical:
+            rows = [{"row": i, "task_id": p.task_id, "sample_index": 0,
+                     "code": p.canonical_solution} for i, p in enumerate(problems.values(), 1)]
+            invalid = []
+        else:
+            rows, invalid = parse_samples(args.samples, problems)
         ks = [int(k) for k in args.k.split(",") if k.strip()]
     except (FileNotFoundError, FormatError, SampleError, ValueError) as e:
         print(f"selfdebug execute: error: {e}", file=sys.stderr)

@@ -28,6 +28,8 @@ def describe_death(info: dict, timeout: float) -> str:
     kind = info.get("kind")
     if kind == "timeout":
         return f"Timed out after {timeout:g} s"
+    if kind == "protocol":
+        return "The program wrote to the sandbox's result channel"
     sig = info.get("signal")
     if sig == 25:
         return "Killed: output file size limit exceeded"

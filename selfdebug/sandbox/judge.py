@@ -279,10 +279,12 @@ class Judge:
             if last is None:
                 return "fail", f"`{text}` failed"
             return "fail", f"`{text}` failed: {last[0]} returned {fb.show(last[1])}"
-        except Exception as e:  # noqa: BLE001  the test choked on what the candidate returned
+        except Exception as e:  # noqa: BLE001
+            # The test code choked on what the candidate returned (None - 1.0, ...): a wrong
+            # value, not an exception in the candidate.
             last = session.last_call
             got = f" ({last[0]} returned {fb.show(last[1])})" if last else ""
-            return "error", f"`{text}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
+            return "fail", f"`{text}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
 
     def _run_calls(self, problem, prep, code, times=None, collect=False):
         t = problem.tests

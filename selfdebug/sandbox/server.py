@@ -426,8 +426,11 @@ class Server:
         status, reply = self._read_child_frame(time.monotonic() + msg["timeout"])
         if status != "ok":
             return self._death(status, reply)
-        if "load_error" in reply:
+        if reply != {"loaded": True}:
+            # a load error, or a frame the program forged before the harness spoke
             self._end_child()
+            if not (isinstance(reply, dict) and isinstance(reply.get("load_error"), dict)):
+                return {"dead": {"kind": "protocol", "detail": "unexpected frame"}}
         return reply
 
     def op_req(self, msg):

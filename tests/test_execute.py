@@ -1,0 +1,114 @@
+"""`selfdebug execute` end to end on a real local Ray cluster and the real sandbox."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from selfdebug.problems import load_problems
+from selfdebug.sandbox.cli import main as execute
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _run(tmp_path, problems, samples, *extra):
+    out, summary = tmp_path / "results.jsonl", tmp_path / "summary.json"
+    rc = execute(["--problems", str(problems), "--samples", str(samples), "--out", str(out),
+                  "--summary", str(summary), *extra])
+    results = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return rc, results, (json.loads(summary.read_text()) if summary.exists() else None)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, shared_data, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    rc, _, _ = _run(tmp_path, shared_data / "HumanEval.jsonl.gz", empty)
+    assert rc == 2 and "samples file is empty" in capsys.readouterr().err
+    rc, _, _ = _run(tmp_path, tmp_path / "nope.jsonl", empty)
+    assert rc == 2 and "nope.jsonl" in capsys.readouterr().err
+    rc, _, _ = _run(tmp_path, shared_data / "HumanEval.jsonl.gz", tmp_path / "missing.jsonl")
+    assert rc == 2 and "samples file not found" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_mixed_samples_every_line_gets_a_result(tmp_path, shared_data, ray_cluster):
+    he = [json.loads(line) for line in gzip.open(shared_data / "HumanEval.jsonl.gz", "rt")][:5]
+    rows = []
+    for r in he:
+        rows.append({"task_id": r["task_id"], "completion": r["canonical_solution"]})
+        rows.append({"task_id": r["task_id"], "solution": r["prompt"] + "    return None\n"})
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows)
+                       + "{broken json\n"
+                       + json.dumps({"task_id": "HumanEval/99999", "completion": "x"}) + "\n"
+                       + json.dumps({"task_id": "HumanEval/0"}) + "\n"
+                       + json.dumps([1, 2]) + "\n")
+    rc, results, summary = _run(tmp_path, shared_data / "HumanEval.jsonl.gz", samples,
+                                "--k", "1,2")
+    assert rc == 0
+    assert len(results) == len(rows) + 4  # one line per sample line, in input order
+    assert [r["row"] for r in results] == sorted(r["row"] for r in results)
+    by_row = {r["row"]: r for r in results}
+    for i, r in enumerate(rows, 1):
+        assert by_row[i]["task_id"] == r["task_id"]
+        assert by_row[i]["status"] == ("passed" if "completion" in r else "failed")
+    tail = [by_row[len(rows) + i] for i in range(1, 5)]
+    assert all(t["status"] == "error" for t in tail)
+    assert "malformed JSON" in tail[0]["feedback"]
+    assert "unknown task_id 'HumanEval/99999'" in tail[1]["feedback"]
+    assert "needs a string 'completion' or 'solution'" in tail[2]["feedback"]
+    assert "expected a JSON object" in tail[3]["feedback"]
+    # pass@k over the benchmark's tasks: HumanEval/0 has 3 samples (1 passing)
+    assert summary["status"]["passed"] == 5 and summary["tasks"] == 5
+    assert summary["pass@1"] == pytest.approx(100 * (4 * 0.5 + 1 / 3) / 5, abs=0.01)
+    assert "bwrap" in summary["isolation"] or "seccomp" in summary["isolation"]
+    assert summary["metadata"]["git_revision"]
+
+
+def _canonical(tmp_path, shared_data, name, **load):
+    problems = load_problems(shared_data / name, **load)
+    samples = _write(tmp_path / "s.jsonl",
+                     [{"task_id": p.task_id, "solution": p.canonical_solution} for p in problems])
+    rc, results, summary = _run(tmp_path, shared_data / name, samples)
+    assert rc == 0 and len(results) == len(problems)
+    failures = [(r["task_id"], r["status"], r["feedback"][:200]) for r in results
+                if r["status"] != "passed"]
+    return len(problems), failures, summary
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_humaneval_canonical_all_pass(tmp_path, shared_data, ray_cluster):
+    n, failures, summary = _canonical(tmp_path, shared_data, "HumanEval.jsonl.gz")
+    assert n == 164 and failures == [] and summary["pass@1"] == 100.0
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_mbpp_canonical_all_pass(tmp_path, shared_data, ray_cluster):
+    n, failures, _ = _canonical(tmp_path, shared_data, "mbpp.jsonl")
+    assert n == 974 and failures == []
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(1200)
+def test_humaneval_plus_canonical_all_pass_base_and_plus(tmp_path, shared_data, ray_cluster):
+    n, failures, _ = _canonical(tmp_path, shared_data, "HumanEvalPlus-v0.1.10.jsonl.gz")
+    assert n == 164 and failures == []
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(1200)
+def test_codecontests_canonical_at_least_199_of_200(tmp_path, shared_data, ray_cluster):
+    n, failures, _ = _canonical(tmp_path, shared_data, "codecontests_graph_sample200.jsonl")
+    assert n == 200 and len(failures) <= 1, failures
