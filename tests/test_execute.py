@@ -112,3 +112,21 @@ def test_humaneval_plus_canonical_all_pass_base_and_plus(tmp_path, shared_data, 
 def test_codecontests_canonical_at_least_199_of_200(tmp_path, shared_data, ray_cluster):
     n, failures, _ = _canonical(tmp_path, shared_data, "codecontests_graph_sample200.jsonl")
     assert n == 200 and len(failures) <= 1, failures
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_sandbox_actor_as_a_plain_ray_actor(ray_cluster, tmp_path):
+    from selfdebug.sandbox.actor import SandboxActor
+    from selfdebug.sandbox.judge import SandboxConfig
+
+    problems = {p.task_id: p for p in load_problems("humaneval")[:3]}
+    ref = ray_cluster.put(problems)
+    actor = ray_cluster.remote(num_cpus=0.25)(SandboxActor).remote(
+        ref, SandboxConfig(cache_dir=str(tmp_path)), 2)
+    rows = [(t, p.canonical_solution) for t, p in problems.items()]
+    rows += [(t, p.prompt + "    return 42\n") for t, p in problems.items()]
+    results = ray_cluster.get(actor.run_rows.remote(rows), timeout=90)
+    assert [r["status"] for r in results] == ["passed"] * 3 + ["failed"] * 3
+    assert "bwrap" in ray_cluster.get(actor.isolation.remote()) or results[0]["isolation"]
+    ray_cluster.kill(actor)

@@ -6,6 +6,7 @@ import ast
 import builtins
 import json
 import re
+import warnings
 
 from selfdebug.schema import Problem, TestSuite
 
@@ -18,6 +19,12 @@ class FormatError(ValueError):
     pass
 
 
+def _parse(source: str) -> ast.Module:
+    with warnings.catch_warnings():  # benchmark code with "\w" in plain strings
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        return ast.parse(source)
+
+
 # ---------------------------------------------------------------- HumanEval-style check()
 def split_check(test_code: str) -> tuple[str, list[str]]:
     """Split a ``def check(candidate)`` module into (prelude, test statements).
@@ -26,7 +33,7 @@ def split_check(test_code: str) -> tuple[str, list[str]]:
     statements before it (setup) are folded into it so that every test runs in order in one
     namespace.
     """
-    tree = ast.parse(test_code)
+    tree = _parse(test_code)
     check = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"),
                  None)
     if check is None:
@@ -62,12 +69,12 @@ def _entry_from_asserts(asserts: list[str], code: str = "") -> str:
     """The function the tests call: one the reference code defines (it may shadow a builtin,
     as MBPP 126's ``sum`` does), else the first non-builtin called."""
     try:
-        defined = {n.name for n in ast.walk(ast.parse(code)) if isinstance(n, ast.FunctionDef)}
+        defined = {n.name for n in ast.walk(_parse(code)) if isinstance(n, ast.FunctionDef)}
     except SyntaxError:
         defined = set()
     fallback = ""
     for a in asserts:
-        for node in ast.walk(ast.parse(a.strip())):
+        for node in ast.walk(_parse(a.strip())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 if node.func.id in defined:
                     return node.func.id
