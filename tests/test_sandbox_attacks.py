@@ -220,3 +220,43 @@ def test_attack_never_passes_and_leaves_no_trace(env, name):
 
 def test_there_are_at_least_thirty_attacks():
     assert len(ATTACKS) >= 30
+
+
+# Degraded mode (no namespaces: some Kubernetes pods) keeps seccomp, rlimits and a uid drop
+# but has no filesystem or network namespace: world-writable host directories stay
+# writable (files capped by RLIMIT_FSIZE), so /tmp-filling attacks are not run here.
+DEGRADED = ["fork_bomb", "subprocess_spawn", "setsid_escape", "kill_parent", "kill_everyone",
+            "killpg_parent", "write_host_file", "delete_host_file", "read_parent_memory",
+            "network_connect", "memory_bomb", "infinite_loop_ignoring_signals",
+            "eq_always_true", "forge_frames_on_all_fds", "os_exit_in_call", "lingering_thread"]
+
+
+@pytest.mark.timeout(120)
+def test_degraded_isolation_still_contains_the_worst(env, tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("degraded mode drops to uid nobody, which needs root")
+    judge = Judge([ADD, ECHO], SandboxConfig(isolation="degraded", timeout_floor=1.0,
+                                             memory_mb=1024, cache_dir=str(tmp_path)))
+    try:
+        assert "bwrap" not in judge.isolation and "uid-drop" in judge.isolation
+        assert judge.run("add", ADD.canonical_solution).status == "passed"
+        for name in DEGRADED:
+            task, code = ATTACKS[name]
+            starts, baseline = judge.server.starts, _children(judge.server.proc.pid)
+            assert judge.run(task, code).status != "passed", name
+            assert judge.server.starts == starts and _children(judge.server.proc.pid) == baseline
+            assert env["bystander"].poll() is None and CANARY.read_text() == "original", name
+            assert env["connections"] == [], name
+    finally:
+        judge.close()
+
+
+def test_no_isolation_is_refused_unless_asked(monkeypatch):
+    from selfdebug.sandbox import forkserver
+
+    monkeypatch.setattr(forkserver, "_bwrap_works", lambda: False)
+    monkeypatch.setattr(forkserver, "_seccomp_available", lambda: False)
+    monkeypatch.setattr(forkserver.os, "getuid", lambda: 1000)
+    with pytest.raises(forkserver.SandboxUnavailable, match="refusing to run untrusted code"):
+        forkserver.detect_isolation("auto")
+    assert forkserver.detect_isolation("none").level == "rlimits+no-new-privs"
