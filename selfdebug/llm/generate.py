@@ -163,7 +163,7 @@ def processor_config(engine: EngineConfig):
         batch_size=engine.batch_size,
         max_concurrent_batches=engine.max_concurrent_batches,
         # Prompts arrive rendered; vLLM tokenizes and detokenizes itself, which saves two
-        # tokenizer actor pools (each would take a whole CPU by default).
+        # tokenizer actor pools (more actors to schedule and start on a small node).
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,
