@@ -73,7 +73,9 @@ def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str]):
            str(data / "HumanEval.jsonl.gz"), "--problems", str(data / "mbpp.jsonl"),
            "--samples", str(path), "--out", str(out), "--summary", str(summary), *extra]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"selfdebug execute failed:\n{proc.stderr[-3000:]}")
     elapsed = time.perf_counter() - t0
     results = [json.loads(x) for x in out.read_text().splitlines()]
     return [r["status"] == "passed" for r in results], results, elapsed, json.loads(

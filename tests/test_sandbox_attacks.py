@@ -201,7 +201,9 @@ def test_attack_never_passes_and_leaves_no_trace(env, name):
     assert result.status != "passed", (name, result)
     assert result.passed < result.total
     assert time.monotonic() - t0 < 30
-    # nothing it started survives; the server (its parent) was not hurt
+    # nothing it started survives (the cleanup is done before the server's next reply);
+    # the server (its parent) was not hurt
+    assert server.request({"op": "ping"}, 10)["pong"]
     assert server.starts == starts and server.alive, f"{name} took the fork server down"
     assert _children(server.proc.pid) == baseline
     assert env["bystander"].poll() is None, f"{name} killed a host process"
@@ -244,6 +246,7 @@ def test_degraded_isolation_still_contains_the_worst(env, tmp_path):
             task, code = ATTACKS[name]
             starts, baseline = judge.server.starts, _children(judge.server.proc.pid)
             assert judge.run(task, code).status != "passed", name
+            assert judge.server.request({"op": "ping"}, 10)["pong"]
             assert judge.server.starts == starts and _children(judge.server.proc.pid) == baseline
             assert env["bystander"].poll() is None and CANARY.read_text() == "original", name
             assert env["connections"] == [], name

@@ -494,9 +494,8 @@ class Server:
             self.send(reply)
 
     def op_end(self, msg):
-        code, sig = self._end_child()
+        self._end_child()
         self._wipe_tmp()
-        return {"ended": True}
 
     def op_io(self, msg):
         """Run the program once on one stdin; return its stdout and how it ended."""
@@ -572,7 +571,7 @@ class Server:
         }
 
     def serve(self):
-        ops = {"start": self.op_start, "req": self.op_req, "end": self.op_end, "io": self.op_io,
+        ops = {"start": self.op_start, "req": self.op_req, "io": self.op_io,
                "ping": lambda m: {"pong": True, "pid": os.getpid()}}
         while True:
             try:
@@ -581,6 +580,9 @@ class Server:
                 self._end_child()
                 return
             op = msg.get("op")
+            if op == "end":  # fire-and-forget: nobody waits for the cleanup
+                self.op_end(msg)
+                continue
             if op == "stream":
                 self.op_stream(msg)
                 continue
