@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -197,9 +198,11 @@ class Judge:
             if problem.tests.kind == "call":
                 cached["expected"] = notes.get("outputs")
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached))
-            tmp.replace(cache)
+            # unique temp name: several judges (threads, actors) may calibrate one task
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(cached))
+            os.replace(tmp, cache)
         if problem.tests.kind == "call" and prep.expected is None:
             prep.raised = {i for i, e in enumerate(cached["expected"]) if e == ["raised"]}
             prep.expected = [None if i in prep.raised else wire.decode(e)

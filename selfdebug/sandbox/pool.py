@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
 from selfdebug.sandbox.judge import Judge, SandboxConfig
 from selfdebug.schema import ExecResult
+
+log = logging.getLogger(__name__)
 
 
 class SandboxPool:
@@ -45,6 +48,11 @@ class SandboxPool:
                     if attempt == 2:
                         return ExecResult("killed", 0, 0, [], f"sandbox crashed twice: {e}",
                                           0.0, judge.isolation)
+                except Exception as e:  # noqa: BLE001  a bug of ours must not lose the batch
+                    log.exception("judging %s failed", task_id)
+                    judge.server.close()
+                    return ExecResult("error", 0, 0, [], f"selfdebug internal error while "
+                                      f"judging: {type(e).__name__}: {e}", 0.0, judge.isolation)
             raise AssertionError("unreachable")
         finally:
             self._free.put(judge)
