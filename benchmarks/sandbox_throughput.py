@@ -96,8 +96,6 @@ def run_pool(samples, data: Path, workers: int) -> float:
     pool = SandboxPool(problems, SandboxConfig(), workers)
     for task in {r[0] for r in rows}:  # calibration is start-up work, done before timing
         pool.judges[0].prepare(problems[task])
-    for j in pool.judges[1:]:
-        j._prepared = pool.judges[0]._prepared
     t0 = time.perf_counter()
     pool.run_many(rows)
     elapsed = time.perf_counter() - t0

@@ -94,13 +94,14 @@ class Judge:
     """Judges candidates for a set of problems with one fork server (one at a time)."""
 
     def __init__(self, problems, config: SandboxConfig | None = None,
-                 server: ForkServer | None = None):
+                 server: ForkServer | None = None, prepared: dict | None = None):
         self.config = config or SandboxConfig()
         self.problems: dict[str, Problem] = (
             dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
         self.server = server or ForkServer(detect_isolation(self.config.isolation),
                                            self.config.tmpfs_mb << 20)
-        self._prepared: dict[str, _Prepared] = {}
+        # per-task preparation; a pool's judges share one, so each task calibrates once
+        self._prepared: dict[str, _Prepared] = {} if prepared is None else prepared
 
     @property
     def isolation(self) -> str:

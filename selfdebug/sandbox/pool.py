@@ -24,8 +24,9 @@ class SandboxPool:
         self.config = config or SandboxConfig()
         iso = detect_isolation(self.config.isolation)
         problems = problems if isinstance(problems, dict) else {p.task_id: p for p in problems}
-        self.judges = [Judge(problems, self.config, ForkServer(iso, self.config.tmpfs_mb << 20))
-                       for _ in range(max(1, workers))]
+        prepared: dict = {}
+        self.judges = [Judge(problems, self.config, ForkServer(iso, self.config.tmpfs_mb << 20),
+                             prepared) for _ in range(max(1, workers))]
         self._free: queue.Queue[Judge] = queue.Queue()
         for j in self.judges:
             self._free.put(j)
