@@ -31,7 +31,10 @@ def build_trainer(cfg: SFTConfig):
     from selfdebug.train.loop import train_loop
 
     scratch = Path(tempfile.mkdtemp(prefix="sft-driver-"))
-    train, val = build_examples(cfg, scratch)
+    try:  # the examples are read into memory: the fixture files can go
+        train, val = build_examples(cfg, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     datasets = ray_datasets(train, val, cfg, cfg.model)
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     storage = os.path.abspath(cfg.storage_path) if cfg.storage_is_local else cfg.storage_path

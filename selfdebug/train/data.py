@@ -22,17 +22,17 @@ from selfdebug.train.packing import pack, unpacked
 ROW_COLUMNS = ("row_id", "input_ids", "labels", "position_ids", "example_ids")
 
 
-def resolve_data_dir(cfg, scratch: Path) -> Path:
-    """``cfg.data_dir``, or a fixture dataset built from MBPP when it is empty."""
+def resolve_data_dir(cfg, scratch: Path) -> str:
+    """``cfg.data_dir`` (a dir or URI), or a fixture dataset built from MBPP when it is empty."""
     if cfg.data_dir:
-        return Path(cfg.data_dir)
+        return cfg.data_dir
     from selfdebug.train.fixture_data import build_fixture_dataset, default_mbpp_path
 
     mbpp = Path(cfg.mbpp_path) if cfg.mbpp_path else default_mbpp_path()
     if mbpp is None or not mbpp.is_file():
         raise FileNotFoundError("data_dir is empty and no MBPP file for the fixture dataset "
                                 "(set data_dir, mbpp_path or SELFDEBUG_SHARED_DATA)")
-    return build_fixture_dataset(scratch / "fixture-data", mbpp, cfg.fixture_problems)
+    return str(build_fixture_dataset(scratch / "fixture-data", mbpp, cfg.fixture_problems))
 
 
 def build_examples(cfg, scratch: Path) -> tuple[list[dict], list[dict]]:
@@ -70,8 +70,7 @@ def ray_datasets(train: list[dict], val: list[dict], cfg, tokenizer_path: str,
     import pyarrow as pa
     import ray.data
 
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    out = {}
+    out = {}  # (order is preserved where the datasets run: see data_config)
     for name, examples in (("train", train), ("val", val)):
         if not examples:
             continue

@@ -27,22 +27,27 @@ def unit_hash(*parts: Any) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _read_dir(path: Path):
+def _read_dir(uri: str) -> list[dict]:
+    """Rows of every ``*.parquet`` under ``uri`` (a local dir or s3:// / gs:// URI), sorted by file."""
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        return []
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    if "://" in uri:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    else:
+        fs, root = pafs.LocalFileSystem(), str(Path(uri).resolve())
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.path.endswith(".parquet"))
+    return [row for f in files for row in pq.read_table(f, filesystem=fs).to_pylist()]
 
 
 def raw_examples(data_dir: str | Path) -> list[dict]:
     """One dict per candidate example: example_id, task_id, kind, messages (JSON), answer."""
     from selfdebug.llm import prompts
 
-    data = Path(data_dir)
+    data = str(data_dir).rstrip("/")
     out = []
-    for r in _read_dir(data / "debug"):
+    for r in _read_dir(f"{data}/debug"):
         if not r.get("correct"):
             continue
         if r["mode"] == "explain_refine":
@@ -55,7 +60,7 @@ def raw_examples(data_dir: str | Path) -> list[dict]:
             answer = prompts.assistant_answer(r["refined_code"])
         out.append({"example_id": f"{kind}:{r['record_id']}", "task_id": r["task_id"],
                     "kind": kind, "messages": json.dumps(messages), "answer": answer})
-    for r in _read_dir(data / "samples"):
+    for r in _read_dir(f"{data}/samples"):
         if r.get("status") != "passed":
             continue
         out.append({"example_id": f"generate:{r['task_id']}/{r['sample_index']}",

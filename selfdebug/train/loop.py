@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -149,9 +150,10 @@ def token_loss_sum(engine, batch: dict, device) -> torch.Tensor:
     # the restarting position_ids.
     logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                     use_cache=False).logits
-    targets = batch["labels"][:, 1:]
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.size(-1)),
-                           targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    # Shift the labels, not the logits: slicing the logits would copy all of them.
+    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
 
 
 def _n_targets(batch: dict) -> int:
@@ -209,6 +211,7 @@ def train_loop(config: dict) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix=f"sft-rank{rank}-"))
     train_rows = load_shard("train", cfg, rank, world, model_path, scratch, in_ray)
     val_rows = load_shard("val", cfg, rank, world, model_path, scratch, in_ray)
+    shutil.rmtree(scratch, ignore_errors=True)  # rows are in memory now
 
     gas = cfg.gradient_accumulation(world)
     steps_per_epoch = len(train_rows) // (cfg.micro_batch_size * gas)
@@ -220,11 +223,13 @@ def train_loop(config: dict) -> dict:
 
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     ds_cfg = ds_config(cfg, world, bf16)
-    if cfg.zero_stage == 3:
+    zero3_init = None
+    if cfg.zero_stage == 3:  # from_pretrained then loads straight into ZeRO-3 partitions
         from transformers.integrations import HfDeepSpeedConfig
 
-        keep_alive = HfDeepSpeedConfig(ds_cfg)  # noqa: F841  (from_pretrained partitions)
+        zero3_init = HfDeepSpeedConfig(ds_cfg)
     model = build_model(cfg, model_path, torch.bfloat16 if bf16 else torch.float32)
+    del zero3_init  # later loads (the LoRA export's base model) must be whole, not partitioned
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                   weight_decay=cfg.weight_decay)
@@ -297,8 +302,6 @@ def train_loop(config: dict) -> dict:
 def _final_outputs(engine, cfg, state, rank, world, model_path, tokenizer, log, log_dir,
                    n_train, n_val, bf16):
     """Gather the weights (collective) and return what rank 0 adds to the last checkpoint."""
-    import shutil
-
     from selfdebug.train.export import full_state_dict, save_pretrained
     from selfdebug.train.report import write_sft_report
 
