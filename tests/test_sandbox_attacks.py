@@ -195,6 +195,7 @@ def test_attack_never_passes_and_leaves_no_trace(env, name):
     task, code = ATTACKS[name]
     server = judge.server
     starts = server.starts
+    assert server.request({"op": "ping"}, 10)["pong"]  # the previous run is cleaned up
     baseline = _children(server.proc.pid)
     t0 = time.monotonic()
     result = judge.run(task, code)
@@ -244,6 +245,7 @@ def test_degraded_isolation_still_contains_the_worst(env, tmp_path):
         assert judge.run("add", ADD.canonical_solution).status == "passed"
         for name in DEGRADED:
             task, code = ATTACKS[name]
+            assert judge.server.request({"op": "ping"}, 10)["pong"]
             starts, baseline = judge.server.starts, _children(judge.server.proc.pid)
             assert judge.run(task, code).status != "passed", name
             assert judge.server.request({"op": "ping"}, 10)["pong"]

@@ -160,7 +160,7 @@ class ForkServer:
     def request(self, msg: dict, timeout: float) -> dict:
         """Send one op; the server always answers within the op's own deadline + slack."""
         self.send(msg)
-        reply = self._read(timeout + 10.0)
+        reply = self._read(timeout * 3 + 10.0)  # the server may stretch a starved child's limit
         if "server_error" in reply:
             raise ServerDied(reply["server_error"])
         return reply
@@ -170,7 +170,7 @@ class ForkServer:
         one ``{"dead": ...}`` item. Each item is ``(reply, seconds)``."""
         self.send(msg)
         while count > 0:
-            frame = self._read(timeout_each + 10.0)
+            frame = self._read(timeout_each * 3 + 10.0)
             if "dead" in frame or "batch" not in frame:
                 yield frame, 0.0
                 return
