@@ -108,3 +108,22 @@ def test_bad_files_name_file_line_and_expectation(tmp_path):
         load_problems(empty)
     with pytest.raises(FileNotFoundError, match="neither a file"):
         load_problems(tmp_path / "missing.jsonl")
+
+
+def test_hugging_face_names_go_through_datasets(monkeypatch, shared_data):
+    """No hub here: a stand-in `datasets` module returns the rows the hub would (mock)."""
+    import sys
+    import types
+
+    rows = [json.loads(line) for line in open(shared_data / "mbpp.jsonl")][:12]
+    calls = []
+
+    def load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return {"train": rows[:6], "test": rows[6:]}
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    problems = load_problems("mbpp", split="prompt")
+    assert calls == [("google-research-datasets/mbpp", "full", None)]
+    assert [p.task_id for p in problems] == [f"Mbpp/{i}" for i in range(1, 11)]
+    assert load_problems("hf:some/other-dataset")[0].source == "mbpp"
