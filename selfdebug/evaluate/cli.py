@@ -1,0 +1,64 @@
+"""`selfdebug eval --config FILE [key=value ...]` | `selfdebug eval --recompute RESULTS_DIR`.
+
+Pass@k for Init / Refine / Expl+Refine over refinement rounds (LeDex §4) for every model
+and benchmark in the config. Re-running with the same output_dir continues where a killed
+run stopped; ``--recompute`` rebuilds every number from the stored verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from selfdebug.config import ConfigError, load_config
+from selfdebug.evaluate.config import EvalConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selfdebug eval", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="YAML file (jobs/configs/eval-*.yaml)")
+    src.add_argument("--recompute", type=Path, metavar="RESULTS_DIR",
+                     help="recompute the metrics from a results directory (no model, no Ray)")
+    p.add_argument("overrides", nargs="*", help="key=value settings over the file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from selfdebug.evaluate.pipeline import recompute, run_eval
+    from selfdebug.evaluate.report import table2
+    from selfdebug.evaluate.store import FingerprintMismatch
+
+    if args.recompute:
+        if args.overrides:
+            print("selfdebug eval: --recompute takes no overrides", file=sys.stderr)
+            return 2
+        try:
+            data = recompute(args.recompute)
+        except (ConfigError, FileNotFoundError, ValueError) as e:
+            print(f"selfdebug eval: error: {e}", file=sys.stderr)
+            return 2
+        print(table2(data["results"], data["models"], data["benchmarks"], data["modes"],
+                     data["ks"]))
+        match = data.get("matches_results_json")
+        if match is not None:
+            print(f"results.json {'matches' if match else 'DIFFERS FROM'} the stored verdicts")
+        return 0 if match is not False else 1
+    try:
+        cfg = load_config(EvalConfig, args.config, args.overrides)
+    except (ConfigError, ValueError, TypeError) as e:
+        print(f"selfdebug eval: config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        data = run_eval(cfg, log=lambda s: print(s, flush=True))
+    except (FingerprintMismatch, FileNotFoundError, ValueError) as e:
+        print(f"selfdebug eval: error: {e}", file=sys.stderr)
+        return 2
+    print(table2(data["results"], data["models"], data["benchmarks"], data["modes"], data["ks"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

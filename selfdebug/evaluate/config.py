@@ -1,0 +1,142 @@
+"""`EvalConfig`: every knob of `selfdebug eval` in one dataclass (YAML + key=value overrides)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdebug.sandbox.judge import SandboxConfig
+
+MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
+ENGINES = ("vllm", "oracle", "empty")  # oracle / empty: test doubles, see oracle.py
+
+
+@dataclass
+class ModelSpec:
+    name: str  # row label in the table; also the results sub-directory
+    path: str = ""  # local dir or hub name; "tiny" = the tiny local Llama (built on demand)
+    # "vllm" = the real model. "oracle" / "empty" are TEST DOUBLES standing in for a model
+    # (canonical solution / empty reply); they never stand in for the sandbox.
+    engine: str = "vllm"
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"model {self.name!r}: engine must be one of {ENGINES}")
+        if self.engine == "vllm" and not self.path:
+            raise ValueError(f"model {self.name!r}: needs a path (local dir, hub name, 'tiny')")
+
+
+@dataclass
+class BenchmarkSpec:
+    name: str  # column label, e.g. HumanEval, MBPP, HumanEval+, MBPP+
+    source: str  # file, "humaneval", or a dataset name (see selfdebug.problems.load_problems)
+    split: str = ""  # MBPP split ("test" for evaluation); "" = none
+    limit: int = 0  # first N tasks (0 = all)
+    task_ids: list[str] = field(default_factory=list)  # explicit subset (after split/limit)
+    plus: bool = True  # EvalPlus: base + plus inputs (False = base inputs only)
+
+
+@dataclass
+class EngineSettings:
+    """`selfdebug.llm.generate.EngineConfig` minus the model (one engine per model)."""
+
+    tensor_parallel_size: int = 1
+    num_replicas: int = 1
+    batch_size: int = 32
+    max_concurrent_batches: int = 4
+    max_model_len: int = 4096
+    gpu_memory_utilization: float | None = None
+    cpu: bool | None = None
+    num_cpus: float | None = None
+    cpu_kvcache_gib: int = 1
+    enforce_eager: bool | None = None
+    dtype: str = "auto"
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SamplingSettings:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 512
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    name: str = "eval"
+    output_dir: str = "runs/eval"  # results directory (re-running into it resumes)
+    seed: int = 0
+    models: list[ModelSpec] = field(default_factory=list)
+    benchmarks: list[BenchmarkSpec] = field(default_factory=list)
+
+    n: int = 100  # initial samples per task (paper: 100)
+    rounds: int = 3  # refinement rounds per chain (paper: 3)
+    ks: list[int] = field(default_factory=lambda: [1, 10])
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)  # initial samples
+    refine_sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # Refinements are one request per wrong sample. Seeded requests are deterministic per
+    # prompt, so identical wrong programs of a task would all get the *same* refinement
+    # (correlated samples bias pass@k>1). Default: unseeded, independent draws.
+    refine_seeded: bool = False
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    sandbox_actors: int = 2
+    sandbox_workers_per_actor: int = 1
+    sandbox_cpus_per_actor: float = 0.25
+    sandbox_batch_size: int = 16
+    ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
+
+    def __post_init__(self):
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ValueError(f"unknown mode(s) {bad}; choose from {MODES}")
+        if self.n < 1 or self.rounds < 0:
+            raise ValueError("n must be ≥ 1 and rounds ≥ 0")
+        for what, names in (("model", [m.name for m in self.models]),
+                            ("benchmark", [b.name for b in self.benchmarks])):
+            dup = {x for x in names if names.count(x) > 1}
+            if dup:
+                raise ValueError(f"duplicate {what} name(s): {sorted(dup)}")
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+    def benchmark(self, name: str) -> BenchmarkSpec:
+        return next(b for b in self.benchmarks if b.name == name)
+
+
+def slug(name: str) -> str:
+    """A file-system safe form of a model/benchmark label (``HumanEval+`` → ``HumanEval_plus``)."""
+    s = name.replace("+", "_plus").replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s)
+
+
+def unit_fingerprint(cfg: EvalConfig, model: str, benchmark: str, mode: str) -> str:
+    """Hash of every setting that changes a (model, benchmark, mode) shard's content.
+
+    ``rounds`` is left out on purpose: raising it continues the existing chains.
+    """
+    stage = asdict(cfg.sampling) if mode == "init" else {
+        **asdict(cfg.refine_sampling), "refine_seeded": cfg.refine_seeded}
+    blob = {"model": asdict(cfg.model(model)), "benchmark": asdict(cfg.benchmark(benchmark)),
+            "n": cfg.n, "seed": cfg.seed, "mode": mode, "sampling": stage,
+            "init_sampling": asdict(cfg.sampling)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_model_path(path: str) -> str:
+    """``tiny`` → the tiny local Llama (built once under .cache/); local dirs made absolute."""
+    if path == "tiny":
+        from selfdebug.llm.tiny_model import build_tiny_model
+
+        return str(build_tiny_model(Path(__file__).resolve().parents[2] / ".cache" / "tiny-model"))
+    p = Path(path).expanduser()
+    return str(p.resolve()) if p.exists() else path
