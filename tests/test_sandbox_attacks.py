@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from selfdebug.sandbox.forkserver import preserved_tmp_entries
 from selfdebug.sandbox.judge import Judge, SandboxConfig
 from selfdebug.schema import Problem, TestSuite
 
@@ -213,8 +214,9 @@ def test_attack_never_passes_and_leaves_no_trace(env, name):
     assert not Path("/tmp/selfdebug-pwned").exists() or not judge.server.isolation.bwrap
     assert env["connections"] == [], f"{name} reached the network"
     # and the next candidate sees a clean sandbox
+    keep = sorted(preserved_tmp_entries() | {"run"})  # an interpreter under /tmp is bound there
     probe = ("import os\ndef add(a, b):\n"
-             "    left = [n for n in os.listdir('/tmp') if n != 'run']\n"
+             f"    left = [n for n in os.listdir('/tmp') if n not in {keep!r}]\n"
              "    return a + b if not left else -1\n")
     if judge.server.isolation.bwrap:
         assert judge.run("add", probe).status == "passed", f"{name} left files in /tmp"

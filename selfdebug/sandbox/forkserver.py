@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import select
 import shutil
@@ -18,6 +19,7 @@ from selfdebug.sandbox import wire
 SANDBOX_DIR = Path(__file__).resolve().parent
 INNER_DIR = "/opt/selfdebug-sandbox"
 NOBODY = 65534
+log = logging.getLogger(__name__)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -61,16 +63,29 @@ def _bwrap_args(tmpfs_bytes: int) -> list[str]:
             args += ["--ro-bind", top, top]
     for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
         args += ["--ro-bind-try", f, f]
-    prefixes = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}
-    for pre in sorted(prefixes):
+    # The private /tmp first: an interpreter or venv that lives under /tmp (a CI checkout)
+    # is then bound on top of it instead of being hidden by it.
+    args += ["--size", str(tmpfs_bytes), "--tmpfs", "/tmp"]
+    for pre in python_prefixes():
         if not pre.startswith(("/usr/", "/bin/", "/lib")):
             args += ["--ro-bind", pre, pre]
     args += ["--ro-bind", str(SANDBOX_DIR), INNER_DIR, "--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmpfs_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp", "--clearenv",
+             "--chdir", "/tmp", "--clearenv",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
              "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
              "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--"]
     return args
+
+
+def python_prefixes() -> list[str]:
+    """Directories the interpreter needs inside the sandbox."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix})
+
+
+def preserved_tmp_entries() -> set[str]:
+    """Top-level names under the sandbox's /tmp that are bind mounts, not candidate files."""
+    return {Path(p).relative_to("/tmp").parts[0] for p in python_prefixes()
+            if p.startswith("/tmp/")}
 
 
 @functools.cache
@@ -78,10 +93,13 @@ def _bwrap_works() -> bool:
     if shutil.which("bwrap") is None:
         return False
     try:
-        r = subprocess.run(_bwrap_args(1 << 20) + [sys.executable, "-c", "pass"],
+        r = subprocess.run(_bwrap_args(1 << 20) + [sys.executable, "-c", "import pprint"],
                            capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("bubblewrap unusable, sandbox degrades: %s", e)
         return False
+    if r.returncode != 0:
+        log.warning("bubblewrap unusable, sandbox degrades: %s", r.stderr.decode()[-500:])
     return r.returncode == 0
 
 
@@ -119,7 +137,7 @@ class ForkServer:
     def _command(self) -> list[str]:
         cfg = {"seccomp": self.isolation.seccomp}
         if self.isolation.bwrap:
-            cfg.update(workdir="/tmp", wipe_tmp=True)
+            cfg.update(workdir="/tmp", wipe_tmp=True, keep_tmp=sorted(preserved_tmp_entries()))
             return _bwrap_args(self.tmpfs_bytes) + [
                 sys.executable, "-s", f"{INNER_DIR}/server.py", json.dumps(cfg)]
         self._tmp = tempfile.mkdtemp(prefix="selfdebug-sbx-")

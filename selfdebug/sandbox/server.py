@@ -35,7 +35,8 @@ import wire  # noqa: E402
 PREIMPORT = (
     "math re collections itertools functools heapq bisect string typing random copy json "
     "statistics decimal fractions datetime operator array hashlib cmath textwrap "
-    "dataclasses enum abc numbers unicodedata"
+    "dataclasses enum abc numbers unicodedata pprint queue io struct calendar base64 "
+    "inspect threading atexit fnmatch glob"
 ).split()
 for _m in PREIMPORT:
     try:
@@ -396,7 +397,10 @@ class Server:
         # Whatever a candidate left in the private /tmp must not reach the next one.
         if not self.cfg.get("wipe_tmp"):
             return
+        keep = set(self.cfg.get("keep_tmp") or ())  # mount points of the interpreter
         for name in os.listdir("/tmp"):
+            if name in keep:
+                continue
             p = os.path.join("/tmp", name)
             try:
                 if os.path.isdir(p) and not os.path.islink(p):
