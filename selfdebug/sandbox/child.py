@@ -1,0 +1,307 @@
+"""What runs inside one forked child: lock-down, then the candidate (stdlib only).
+
+Imported by path from server.py inside the sandbox, so it must not import selfdebug.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import errno
+import io
+import json
+import linecache
+import os
+import resource
+import sys
+import threading
+import time
+import traceback
+
+import wire
+
+try:  # seccomp is optional: the trusted side reports what was in force
+    import pyseccomp as seccomp
+except Exception:  # noqa: BLE001  (ImportError, or OSError when libseccomp is missing)
+    seccomp = None
+
+FILENAME = "solution.py"
+CLONE_THREAD = 0x00010000
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+_libc = ctypes.CDLL(None, use_errno=True)
+
+_DENIED = (
+    "fork vfork execve execveat socket socketpair connect bind listen accept accept4 "
+    "ptrace process_vm_readv process_vm_writev setsid setpgid mount umount2 unshare setns "
+    "pivot_root chroot reboot kexec_load init_module finit_module delete_module bpf "
+    "perf_event_open userfaultfd pidfd_open pidfd_getfd pidfd_send_signal keyctl add_key "
+    "request_key iopl ioperm swapon swapoff syslog acct settimeofday clock_settime "
+    "sethostname setdomainname mknod mknodat io_uring_setup "
+    # no signals to anyone: the filter is compiled once, before any child's pid is known
+    "kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo"
+).split()
+SECCOMP_MODE_FILTER = 2
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def compile_seccomp() -> bytes | None:
+    """The children's filter as raw BPF, built once per server (building it with libseccomp
+    in every child would cost more than the fork)."""
+    if seccomp is None:
+        return None
+    eperm = seccomp.ERRNO(errno.EPERM)
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in _DENIED:
+        try:
+            f.add_rule(eperm, name)
+        except (RuntimeError, ValueError, OSError):
+            pass  # syscall unknown on this arch
+    # Threads are fine (they die with the process group); new processes are not.
+    f.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+    f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone
+    fd = os.memfd_create("bpf", 0)
+    with os.fdopen(fd, "w+b") as out:
+        f.export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+def load_seccomp(bpf: bytes) -> None:
+    buf = ctypes.create_string_buffer(bpf, len(bpf))
+    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        os._exit(71)  # never run a candidate unfiltered when a filter was promised
+
+
+class CappedText(io.TextIOBase):
+    """stdout/stderr replacement: keeps the first ``cap`` characters, drops the rest."""
+
+    def __init__(self, cap: int):
+        self.cap, self.parts, self.size = cap, [], 0
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        s = str(s)
+        if self.size < self.cap:
+            self.parts.append(s[: self.cap - self.size])
+            self.size += len(self.parts[-1])
+        return len(s)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+def lock_down(limits: dict, cfg: dict) -> None:
+    """Runs in the child right after fork: session, fds, rlimits, uid, no-new-privs, seccomp."""
+    os.setsid()
+
+    def setlim(res, value):
+        try:
+            resource.setrlimit(res, (value, value))
+        except (ValueError, OSError):
+            pass
+
+    setlim(resource.RLIMIT_CORE, 0)
+    if limits.get("as_bytes"):
+        setlim(resource.RLIMIT_AS, int(limits["as_bytes"]))
+    if limits.get("cpu_s"):
+        setlim(resource.RLIMIT_CPU, int(limits["cpu_s"]))
+    if limits.get("fsize"):
+        setlim(resource.RLIMIT_FSIZE, int(limits["fsize"]))
+    if limits.get("nofile"):
+        setlim(resource.RLIMIT_NOFILE, int(limits["nofile"]))
+    uid = cfg.get("drop_uid")
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if cfg.get("bpf"):
+        load_seccomp(cfg["bpf"])
+
+
+def redirect_std(stdin_fd: int | None, out_fd: int | None, err_fd: int | None, keep: set[int]):
+    """Point fds 0-2 where asked (else /dev/null) and close every other fd but ``keep``."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target, src in ((0, stdin_fd), (1, out_fd), (2, err_fd)):
+        os.dup2(devnull if src is None else src, target)
+    lo = 3
+    for fd in sorted(k for k in keep if k >= 3) + [1 << 16]:
+        os.closerange(lo, fd)
+        lo = fd + 1
+
+
+def format_exc(exc: BaseException) -> dict:
+    tb = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in tb if f.filename == FILENAME]
+    lines = [f"line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames[-3:]]
+    lineno = frames[-1].lineno if frames else getattr(exc, "lineno", None)
+    msg = str(exc)
+    if isinstance(exc, SyntaxError):
+        msg = exc.msg
+        lineno = exc.lineno
+        lines = [f"line {exc.lineno}: {(exc.text or '').strip()}"]
+    return {"type": type(exc).__name__, "msg": msg[:2000], "line": lineno, "frames": lines}
+
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
+
+
+def compile_program(code: str):
+    linecache.cache[FILENAME] = (len(code), None, code.splitlines(True), FILENAME)
+    return compile(code, FILENAME, "exec", dont_inherit=True)
+
+
+# ----------------------------------------------------------------- child: call mode
+class Handles:
+    def __init__(self):
+        self.objs: list = []
+
+    def make_ref(self, obj):
+        self.objs.append(obj)
+        return ["h", len(self.objs) - 1, type(obj).__name__]
+
+    def resolve(self, data, ns):
+        if data[0] == "h":
+            return self.objs[int(data[1])]
+        return ns[data[1]]  # ["N", name]: a name in the program's namespace
+
+
+def child_call_mode(req_fd: int, resp_fd: int, msg: dict, cfg: dict) -> None:
+    redirect_std(None, None, None, {req_fd, resp_fd})
+    lock_down(msg["limits"], cfg)
+    out = CappedText(4096)
+    sys.stdout = sys.stderr = out
+    sys.stdin = io.StringIO("")
+    ns = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    handles = Handles()
+    try:
+        exec(compile_program(msg["code"]), ns)
+        if msg.get("setup"):
+            exec(compile(msg["setup"], "<test setup>", "exec"), ns)
+        reply = {"loaded": True}
+    except MemoryError:
+        reply = {"load_error": {"type": "MemoryError", "msg": "", "line": None, "frames": []}}
+    except BaseException as e:  # noqa: BLE001  SystemExit from the candidate included
+        reply = {"load_error": format_exc(e)}
+    wire.write_frame(resp_fd, reply)
+    if "load_error" in reply:
+        os._exit(0)
+
+    def dec(v):
+        return wire.decode(v, lambda d: handles.resolve(d, ns))
+
+    def enc(v):
+        try:
+            return {"ok": wire.encode(v, handles.make_ref)}
+        except wire.Unencodable as e:
+            return {"exc": {"type": "OutputError", "msg": str(e), "line": None, "frames": []}}
+        except RecursionError:
+            return {"exc": {"type": "OutputError", "msg": "value nested too deeply",
+                            "line": None, "frames": []}}
+
+    def run_one(req):
+        try:
+            target = dec(req["target"])
+            op = req["op"]
+            if op == "call":
+                args = [dec(a) for a in req.get("args", [])]
+                kwargs = {k: dec(v) for k, v in req.get("kwargs", {}).items()}
+                return enc(target(*args, **kwargs))
+            if op == "getattr":
+                return enc(getattr(target, req["attr"]))
+            if op == "getitem":
+                return enc(target[dec(req["key"])])
+            if op == "len":
+                return enc(len(target))
+            if op == "list":
+                return enc(list(target))
+            if op == "bool":
+                return enc(bool(target))
+            if op == "str":
+                return enc(str(target))
+            if op == "repr":
+                return enc(repr(target))
+            return {"exc": {"type": "ProtocolError", "msg": f"unknown op {op}"}}
+        except MemoryError:
+            return {"exc": {"type": "MemoryError", "msg": "", "line": None, "frames": []}}
+        except BaseException as e:  # noqa: BLE001
+            return {"exc": format_exc(e)}
+
+    while True:
+        try:
+            req = wire.read_frame(req_fd)
+        except (EOFError, wire.WireError):
+            os._exit(0)
+        if req.get("op") == "call_many":
+            # Results stream back in chunks (every 256 results or 20 ms), so per-input
+            # timeouts still hold and a timeout loses only the slow input.
+            chunk, times, flushed = [], [], time.perf_counter()
+            for args in req["inputs"]:
+                t0 = time.perf_counter()
+                chunk.append(run_one({"op": "call", "target": req["target"], "args": args}))
+                now = time.perf_counter()
+                times.append(now - t0)
+                if len(chunk) >= 256 or now - flushed > 0.02:
+                    wire.write_frame(resp_fd, {"batch": chunk, "times": times})
+                    chunk, times, flushed = [], [], now
+            if chunk:
+                wire.write_frame(resp_fd, {"batch": chunk, "times": times})
+        else:
+            wire.write_frame(resp_fd, run_one(req))
+
+
+# ----------------------------------------------------------------- child: stdin/stdout mode
+def child_io_mode(msg: dict, cfg: dict) -> None:
+    """fds are set up by the server: 0 = input, 1 = output file, 2 = error-report pipe."""
+    lock_down(msg["limits"], cfg)
+    # like the interpreter's own streams (.buffer, .mode, .name), which judges' programs use
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = CappedText(4096)  # raw fd 2 is the error channel, not for the program
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    atexit._clear()  # handlers inherited from the server are not the program's
+    code = 0
+    try:
+        exec(compile_program(msg["code"]), ns)
+        _interpreter_exit()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as e:  # noqa: BLE001
+        info = {"type": "MemoryError", "msg": "", "line": None, "frames": []} \
+            if isinstance(e, MemoryError) else format_exc(e)
+        _flush_stdout()
+        try:
+            os.write(2, json.dumps(info).encode()[:8192])
+        except OSError:
+            pass
+        os._exit(1)
+    _flush_stdout()
+    os._exit(code if 0 <= code < 256 else 1)
+
+
+def _interpreter_exit() -> None:
+    """What the interpreter does after __main__: wait for threads, run atexit handlers
+    (judges' fast-IO templates print from one)."""
+    threading._shutdown()
+    atexit._run_exitfuncs()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BaseException:  # noqa: BLE001  closed or replaced by the program
+        pass
+
+
