@@ -61,13 +61,7 @@ def plot_passk(results: list[dict], models: Sequence[str], benchmarks: Sequence[
             ax.set_xlabel("round (0 = Init)")
             ax.set_ylabel("%")
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _legend_and_save(plt, fig, axes, out, bottom=0.08)
 
 
 def plot_refine_rate(results: list[dict], models: Sequence[str], benchmarks: Sequence[str],
@@ -88,10 +82,15 @@ def plot_refine_rate(results: list[dict], models: Sequence[str], benchmarks: Seq
         ax.set_xlabel("round")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
+    return _legend_and_save(plt, fig, axes, out, bottom=0.15)
+
+
+def _legend_and_save(plt, fig, axes, out: Path, bottom: float) -> Path:
+    """One shared legend under the panels, then write the PNG."""
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
