@@ -50,6 +50,13 @@ class SandboxActor:
     def isolation(self) -> str:
         return self.pool.isolation
 
+    def ready(self) -> str:
+        """Start the fork servers now (they otherwise start on first use); the isolation."""
+        for judge in self.pool.judges:
+            if not judge.server.alive:
+                judge.server.start()
+        return self.pool.isolation
+
     def __del__(self):
         pool = getattr(self, "pool", None)
         if pool is not None:

@@ -239,27 +239,28 @@ def child_call_mode(req_fd: int, resp_fd: int, msg: dict, cfg: dict) -> None:
         except BaseException as e:  # noqa: BLE001
             return {"exc": format_exc(e)}
 
+    def serve(req):
+        if req.get("op") == "call_many":
+            # One frame per result, written as soon as the call returns: when a later call
+            # hangs, every earlier verdict has already left (the server batches them).
+            kwargs = req.get("kwargs") or [{}] * len(req["inputs"])
+            for args, kw in zip(req["inputs"], kwargs):
+                t0 = time.perf_counter()
+                result = run_one({"op": "call", "target": req["target"], "args": args,
+                                  "kwargs": kw})
+                wire.write_frame(resp_fd, {"batch": [result],
+                                           "times": [time.perf_counter() - t0]})
+        else:
+            wire.write_frame(resp_fd, run_one(req))
+
+    if msg.get("then"):  # the calls fused into the start: no round trip through the server
+        serve(msg["then"])
     while True:
         try:
             req = wire.read_frame(req_fd)
         except (EOFError, wire.WireError):
             os._exit(0)
-        if req.get("op") == "call_many":
-            # Results stream back in chunks (every 256 results or 20 ms), so per-input
-            # timeouts still hold and a timeout loses only the slow input.
-            chunk, times, flushed = [], [], time.perf_counter()
-            for args in req["inputs"]:
-                t0 = time.perf_counter()
-                chunk.append(run_one({"op": "call", "target": req["target"], "args": args}))
-                now = time.perf_counter()
-                times.append(now - t0)
-                if len(chunk) >= 256 or now - flushed > 0.02:
-                    wire.write_frame(resp_fd, {"batch": chunk, "times": times})
-                    chunk, times, flushed = [], [], now
-            if chunk:
-                wire.write_frame(resp_fd, {"batch": chunk, "times": times})
-        else:
-            wire.write_frame(resp_fd, run_one(req))
+        serve(req)
 
 
 # ----------------------------------------------------------------- child: stdin/stdout mode

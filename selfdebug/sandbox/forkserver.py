@@ -183,17 +183,21 @@ class ForkServer:
             raise ServerDied(reply["server_error"])
         return reply
 
-    def stream(self, msg: dict, count: int, timeout_each: float):
-        """Yield the ``count`` results of a call_many op one by one; a death ends it with
-        one ``{"dead": ...}`` item. Each item is ``(reply, seconds)``."""
-        self.send(msg)
+    def read_stream(self, count: int, timeout_each: float, first: dict | None = None):
+        """Yield the ``count`` results of the call_many fused into a start, one by one; a
+        death ends it with one ``{"dead": ...}`` item. Each item is ``(reply, seconds)``.
+        ``first``: the start's reply, which carries the first results."""
         while count > 0:
-            frame = self._read(timeout_each * 3 + 10.0)
+            # the server answers after at most 256 results: 256 limits (x3 for starved ones)
+            frame = first if first is not None else self._read(
+                timeout_each * 3 * min(count, 256) + 10.0)
+            first = None
+            batch = frame.get("batch", [])
+            count -= len(batch)
+            yield from zip(({"resp": r} for r in batch), frame.get("times", []))
             if "dead" in frame or "batch" not in frame:
-                yield frame, 0.0
+                yield {"dead": frame.get("dead", {"kind": "protocol", "detail": str(frame)[:200]})}, 0.0
                 return
-            count -= len(frame["batch"])
-            yield from zip(({"resp": r} for r in frame["batch"]), frame["times"])
 
     def send(self, msg: dict) -> None:
         if not self.alive:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
+from selfdebug.sandbox.asserts import RESULTS, split_assert
 from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
 from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, SessionDead
@@ -58,6 +59,7 @@ class _Prepared:
     prelude: dict = field(default_factory=dict)
     compiled: list = field(default_factory=list)
     remote_names: tuple[str, ...] = ()
+    batched: list = field(default_factory=list)  # SplitAssert for the leading statements
     # call suites
     encoded_inputs: list = field(default_factory=list)
     expected: list | None = None
@@ -176,6 +178,17 @@ class Judge:
         ns.pop(problem.entry_point, None)  # the prompt's stub must not stand in for the code
         prep.prelude = ns
         prep.remote_names = tuple(remote)
+        # The leading statements that are plain calls with literal arguments run as one
+        # batch; the first that is not, and all after it, go through proxies (same order of
+        # calls in the candidate either way).
+        if not problem.entry_point:
+            return
+        callee = {"candidate", problem.entry_point}
+        for i, stmt in enumerate(t.asserts):
+            split = split_assert(stmt, callee, problem.entry_point, set(remote), set(ns), i)
+            if split is None:
+                break
+            prep.batched.append(split)
 
     def _calibrate(self, problem: Problem, prep: _Prepared) -> None:
         """Run the canonical solution once: expected outputs (call suites) and time limit."""
@@ -231,11 +244,14 @@ class Judge:
         n = len(t.asserts)
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
                           prep.limit, self._deadline(n, prep.limit))
-        load = session.start(prep.limit)
+        ep = problem.entry_point
+        calls = [c for split in prep.batched for c in split.calls]
+        then = {"op": "call_many", "target": ["N", ep], "inputs": [c[0] for c in calls],
+                "kwargs": [c[1] for c in calls]} if calls else None
+        load = session.start(prep.limit, then)
         if "loaded" not in load:
             return self._load_failure(load, n, prep.limit)
         ns = dict(prep.prelude)
-        ep = problem.entry_point
         for name in prep.remote_names:
             ns[name] = RemoteRef(session, ["N", name], name)
         if ep:
@@ -243,7 +259,13 @@ class Judge:
         outcomes: list[str] = []
         notes: dict = {}
         try:
-            for i, compiled in enumerate(prep.compiled):
+            if then is not None:
+                replies = list(self.server.read_stream(len(calls), prep.limit, first=load))
+                if not self._check_batched(prep, session, ns, replies, t, ep, outcomes, notes,
+                                           times):
+                    return outcomes + ["skipped"] * (n - len(outcomes)), notes
+            for i in range(len(outcomes), n):
+                compiled = prep.compiled[i]
                 if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
                     break
                 session.last_call = None
@@ -266,8 +288,52 @@ class Judge:
         outcomes += ["skipped"] * (n - len(outcomes))
         return outcomes, notes
 
+    def _check_batched(self, prep, session, ns, replies, t, ep, outcomes, notes, times) -> bool:
+        """Verdicts of the batched statements from their calls' results. False: stop here
+        (a timeout); True: go on with the remaining statements (after restarting a session
+        that died otherwise)."""
+        k = 0
+        for i, split in enumerate(prep.batched):
+            if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
+                return False
+            got = replies[k:k + len(split.calls)]
+            k += len(split.calls)
+            if times is not None:
+                times.append(sum(seconds for _, seconds in got))
+            dead = next((r["dead"] for r, _ in got if "dead" in r), None)
+            if dead is not None or len(got) < len(split.calls):
+                info = dead or {"kind": "dead", "detail": "no result"}
+                outcome = "timeout" if info.get("kind") == "timeout" or \
+                    info.get("signal") == 24 else "killed"
+                outcomes.append(outcome)
+                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}`: "
+                                          f"{fb.describe_death(info, prep.limit)}")
+                return outcome != "timeout" and "loaded" in session.start(prep.limit)
+            resps = [r["resp"] for r, _ in got]
+            exc = next((r["exc"] for r in resps if "exc" in r), None)
+            if exc is not None:
+                outcomes.append("memory" if exc.get("type") == "MemoryError" else "error")
+                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
+                                          f"{fb.describe_exception(exc)}")
+                continue
+            values = [wire.decode(r["ok"], lambda d, lb=label: RemoteRef(session, d, lb))
+                      for r, label in zip(resps, split.labels)]
+            session.last_call = (split.labels[-1], values[-1]) if values else None
+            ns[RESULTS] = values
+            outcome, note = self._exec_statement(split.check, ns, session, t.asserts[i], ep,
+                                                 prep.limit)
+            outcomes.append(outcome)
+            if outcome != "pass":
+                notes.setdefault("first", note.removesuffix(" [dead]"))
+                if outcome in ("timeout", "memory", "killed") and note.endswith("[dead]"):
+                    # a proxy (handle) request of the check killed the session
+                    return outcome != "timeout" and "loaded" in session.start(prep.limit)
+        return True
+
     def _exec_statement(self, compiled, ns, session, stmt, ep, limit):
-        text = fb.statement_text(stmt, ep)
+        def text():  # rendered only for a failure's feedback
+            return fb.statement_text(stmt, ep)
+
         try:
             exec(compiled, ns)
             return "pass", ""
@@ -276,38 +342,37 @@ class Judge:
         except SessionDead as d:
             kind = d.info.get("kind")
             outcome = "timeout" if kind == "timeout" or d.info.get("signal") == 24 else "killed"
-            return outcome, f"`{text}`: {fb.describe_death(d.info, limit)} [dead]"
+            return outcome, f"`{text()}`: {fb.describe_death(d.info, limit)} [dead]"
         except RemoteException as e:
             info = e.info
             outcome = "memory" if info.get("type") == "MemoryError" else "error"
-            return outcome, f"`{text}` raised {fb.describe_exception(info)}"
+            return outcome, f"`{text()}` raised {fb.describe_exception(info)}"
         except AssertionError:
             last = session.last_call
             if last is None:
-                return "fail", f"`{text}` failed"
-            return "fail", f"`{text}` failed: {last[0]} returned {fb.show(last[1])}"
+                return "fail", f"`{text()}` failed"
+            return "fail", f"`{text()}` failed: {last[0]} returned {fb.show(last[1])}"
         except Exception as e:  # noqa: BLE001
             # The test code choked on what the candidate returned (None - 1.0, ...): a wrong
             # value, not an exception in the candidate.
             last = session.last_call
             got = f" ({last[0]} returned {fb.show(last[1])})" if last else ""
-            return "fail", f"`{text}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
+            return "fail", f"`{text()}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
 
     def _run_calls(self, problem, prep, code, times=None, collect=False):
         t = problem.tests
         n = len(prep.encoded_inputs)
         session = Session(self.server, code, "", self.config.limits(prep.limit * (n + 1)),
                           prep.limit, self._deadline(n, prep.limit))
-        load = session.start(prep.limit)
+        ep = problem.entry_point
+        req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
+        load = session.start(prep.limit, then=req if n else None)
         if "loaded" not in load:
             return self._load_failure(load, n, prep.limit)
         outcomes: list[str] = []
         notes: dict = {"outputs": []} if collect else {}
-        ep = problem.entry_point
-        req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
         try:
-            replies = self.server.stream({"op": "stream", "req": req, "timeout": prep.limit},
-                                         n, prep.limit)
+            replies = self.server.read_stream(n, prep.limit, first=load)
             for i, (reply, seconds) in enumerate(replies):
                 if times is not None:
                     times.append(seconds)

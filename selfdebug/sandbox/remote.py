@@ -62,11 +62,18 @@ class Session:
         self.last_call: tuple[str, object] | None = None  # (label, plain result) for feedback
         self.calls = 0
 
-    def start(self, load_timeout: float) -> dict:
-        """Load the program (+ setup). Returns the server's reply: loaded/load_error/dead."""
-        return self.server.request({"op": "start", "code": self.code, "setup": self.setup,
-                                    "limits": self.limits, "timeout": load_timeout},
-                                   load_timeout)
+    def start(self, load_timeout: float, then: dict | None = None) -> dict:
+        """Load the program (+ setup). Returns the server's reply: loaded/load_error/dead.
+
+        ``then``: a call_many request the child runs right after a successful load; the
+        reply carries its first results (``ForkServer.read_stream`` reads them all)."""
+        msg = {"op": "start", "code": self.code, "setup": self.setup, "limits": self.limits,
+               "timeout": load_timeout}
+        wait = load_timeout
+        if then is not None:
+            msg.update(then=then, then_timeout=self.call_timeout)
+            wait += self.call_timeout * min(len(then["inputs"]), 256)
+        return self.server.request(msg, wait)
 
     def _timeout(self) -> float:
         return max(0.05, min(self.call_timeout, self.deadline - time.monotonic()))
