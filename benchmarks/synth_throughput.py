@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="")
     parser.add_argument("--json", default="", help="also write the numbers here")
     parser.add_argument("--order", default="abc", help="run order (a warms workers for b, ...)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more config overrides for all three runs (engine.batch_size=8)")
     args = parser.parse_args(argv)
 
     from selfdebug.ray_utils import init_ray
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
         f"limit={args.problems}", "shard_size=4", f"sampling.n={args.n}",
         f"attempts={args.attempts}", "modes=[explain_refine]",
         f"sampling.max_tokens={args.max_tokens}",
-        f"refine_sampling.max_tokens={args.max_tokens}"])
+        f"refine_sampling.max_tokens={args.max_tokens}", *args.set])
     a_cfg = replace(cfg, out_dir=str(root / "streaming"))
     b_cfg = replace(cfg, out_dir=str(root / "staged"), staged=True)
     if sorted(args.order) != ["a", "b", "c"] or args.order.index("a") > args.order.index("c"):
@@ -112,6 +114,7 @@ def main(argv=None) -> int:
     res = {
         "problems": args.problems, "n": args.n, "attempts": args.attempts,
         "max_tokens": args.max_tokens, "samples": samples, "order": args.order,
+        "overrides": args.set,
         "debug_records": stats_a["debug_records"],
         "tokens": {"a": stats_a["sample_tokens"] + stats_a["refine_tokens"],
                    "b": stats_b["sample_tokens"] + stats_b["refine_tokens"], "c": tokens_c},

@@ -25,10 +25,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
         # actors (sandbox, vLLM, ingress) can all be scheduled (DESIGN.md).
         num_cpus = max(4, os.cpu_count() or 1)
     temp_dir = kwargs.pop("_temp_dir", None) or tempfile.mkdtemp(prefix="selfdebug-ray-")
+    # Ray keeps about num_cpus idle workers and kills the rest after a second; Ray Data's
+    # fractional-CPU map tasks then respawn workers all run long, each paying Python and
+    # import start-up (a third of the orchestration CPU of a CPU synthesis run).
+    system_config = {"num_workers_soft_limit": 4 * num_cpus,
+                     **kwargs.pop("_system_config", {})}
     return ray.init(
         address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _temp_dir=temp_dir,
+        _system_config=system_config,
         **kwargs,
     )

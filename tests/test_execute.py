@@ -71,6 +71,49 @@ def test_mixed_samples_every_line_gets_a_result(tmp_path, shared_data, ray_clust
     assert summary["metadata"]["git_revision"]
 
 
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_killed_sandbox_actor_loses_no_sample(tmp_path, shared_data, ray_cluster):
+    """SIGKILL a sandbox actor while it judges: Ray restarts it, its chunk is retried, and
+    every sample still gets its real verdict."""
+    import os
+    import re
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    he = [json.loads(line) for line in gzip.open(shared_data / "HumanEval.jsonl.gz", "rt")][:8]
+    slow = "    import time\n    time.sleep(0.2)\n"  # keeps the actors busy long enough
+    rows = [{"task_id": r["task_id"], "completion": slow + r["canonical_solution"]}
+            for r in he for _ in range(6)]
+    samples = _write(tmp_path / "s.jsonl", rows)
+    killed: list[int] = []
+
+    def kill_one():
+        deadline = time.time() + 120
+        while not killed and time.time() < deadline:
+            for pid in os.listdir("/proc"):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                except (OSError, ValueError):
+                    continue
+                if pid.isdigit() and re.search(r"ray::SandboxActor\.run_rows", cmd):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one, daemon=True)
+    killer.start()
+    rc, results, summary = _run(tmp_path, shared_data / "HumanEval.jsonl.gz", samples,
+                                "--actors", "2", "--workers-per-actor", "1")
+    killer.join(timeout=5)
+    assert killed, "no sandbox actor was seen running"
+    assert rc == 0 and len(results) == len(rows)
+    assert [r["status"] for r in results] == ["passed"] * len(rows), summary["status"]
+
+
 def _canonical(tmp_path, shared_data, name, **load):
     problems = load_problems(shared_data / name, **load)
     samples = _write(tmp_path / "s.jsonl",

@@ -1,8 +1,10 @@
 """The trusted side: turn (problem, code) into an ExecResult using one fork server.
 
 The sandbox gets code and inputs; expected values never leave this process. Assertion tests
-run here with ``RemoteRef`` proxies for the candidate's names; call tests send argument
-lists and compare the returned plain values; io tests send stdin and compare stdout.
+that are plain calls with literal arguments (most of HumanEval and MBPP) go in with the
+program as one batch of calls and are checked here on the returned plain values
+(``asserts.py``); the others run here with ``RemoteRef`` proxies for the candidate's names.
+Call tests send argument lists the same way; io tests send stdin and compare stdout.
 """
 
 from __future__ import annotations

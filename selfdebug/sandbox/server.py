@@ -51,6 +51,7 @@ from child import (  # noqa: E402  (the sandbox dir is on sys.path only from her
 # ----------------------------------------------------------------- server side
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARVED_WALL_FACTOR = 3.0
+STREAM_FRAME_BYTES = 8 << 20  # results passed on once this much has gathered (big outputs)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -100,6 +101,7 @@ class Server:
         self.child_pid: int | None = None
         self.req_w = self.resp_r = -1
         self.buf = b""
+        self.last_frame_bytes = 0
         self.workroot = cfg.get("workdir", "/tmp")
 
     def send(self, obj):
@@ -170,6 +172,7 @@ class Server:
                     return "dead", "oversized frame"
                 if len(self.buf) >= 4 + size:
                     data, self.buf = self.buf[4 : 4 + size], self.buf[4 + size :]
+                    self.last_frame_bytes = size
                     try:
                         return "ok", json.loads(data)
                     except ValueError:
@@ -245,10 +248,10 @@ class Server:
     def op_stream(self, req: dict, timeout: float, head: dict):
         """After a start whose message carried a call_many (the child runs it at once):
         collect the child's per-call results and pass them on in a few large frames (every
-        256 results), the first one with ``head`` (the load reply); a timeout or death ends
+        256 results or 8 MiB), the first one with ``head`` (the load reply); a timeout or death ends
         it, marked on the last frame."""
         left = len(req["inputs"])
-        batch, times = [], []
+        batch, times, size = [], [], 0
         while left > 0:
             status, reply = self._read_child_frame(timeout)
             if status != "ok":
@@ -262,9 +265,10 @@ class Server:
             batch += got
             times += reply.get("times", [0.0] * len(got))
             left -= len(got)
-            if len(batch) >= 256 or left <= 0:
+            size += self.last_frame_bytes
+            if len(batch) >= 256 or size >= STREAM_FRAME_BYTES or left <= 0:
                 self.send({**head, "batch": batch, "times": times})
-                batch, times, head = [], [], {}
+                batch, times, head, size = [], [], {}, 0
 
     def op_end(self, msg):
         self._end_child()

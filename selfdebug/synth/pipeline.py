@@ -130,10 +130,11 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     barrier = (lambda ds: ds.materialize()) if cfg.staged else (lambda ds: ds)
     sample_api, refine_api = cfg.sampler == "api", cfg.refiner == "teacher"
 
-    items = [R.problem_row(problems[t], s) for s in pending for t in plan[s]]
+    # Prompts rendered here, once: one tokenizer load instead of one per Ray worker.
+    items = [{**R.problem_row(problems[t], s), "gen_request": R.generate_request(
+        problems[t].prompt, None if sample_api else sample_model)}
+        for s in pending for t in plan[s]]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
-    ds = ds.map_batches(R.add_generate_prompt, fn_kwargs={
-        "model": None if sample_api else sample_model, "column": "gen_request"}, **small)
     sample = _generator(
         cfg, api=sample_api, api_config=cfg.sampler_api,
         engine=None if sample_api else _engine(cfg.engine, sample_model),
@@ -149,8 +150,9 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="code", **execute))
     ds = ds.map_batches(_record_samples, fn_kwargs={"ledger": ledger}, **arrow)
 
-    ds = ds.flat_map(R.refine_requests, fn_kwargs={
-        "modes": list(cfg.modes), "model": None if refine_api else refine_model}, **small)
+    ds = ds.flat_map(R.RefineRequests, fn_constructor_kwargs={
+        "modes": list(cfg.modes), "model": None if refine_api else refine_model},
+        compute=ray.data.ActorPoolStrategy(size=1), **small)
     refine = _generator(
         cfg, api=refine_api, api_config=cfg.teacher,
         engine=None if refine_api else _engine(cfg.refine_engine, refine_model),

@@ -43,14 +43,10 @@ def render(messages: list[dict], model: str | None) -> str:
     return prompts.render_prompt(_tokenizer(model) if model else None, messages)
 
 
-def add_generate_prompt(batch: dict, *, model: str | None, column: str) -> dict:
-    """``map_batches``: the generate prompt, rendered for ``model`` or as messages JSON."""
-    out = []
-    for text in batch["prompt"]:
-        messages = prompts.generate_messages(str(text))
-        out.append(render(messages, model) if model else json.dumps(messages))
-    batch[column] = out
-    return batch
+def generate_request(problem_prompt: str, model: str | None) -> str:
+    """The generate prompt, rendered for ``model`` or as messages JSON (for an API)."""
+    messages = prompts.generate_messages(problem_prompt)
+    return render(messages, model) if model else json.dumps(messages)
 
 
 def extract_sample(row: dict) -> dict:
@@ -109,6 +105,20 @@ def refine_requests(row: dict, *, modes: list[str], model: str | None) -> list[d
             "refine_request": render(messages, model) if model else json.dumps(messages),
         })
     return out
+
+
+class RefineRequests:
+    """``flat_map`` with an actor pool: :func:`refine_requests` with the tokenizer loaded
+    once. As plain tasks, every Ray worker that ran one imported transformers and loaded
+    the tokenizer itself (≈ 7 CPU-seconds each, a tenth of a CPU run's time)."""
+
+    def __init__(self, modes: list[str], model: str | None):
+        self.modes, self.model = modes, model
+        if model:
+            _tokenizer(model)
+
+    def __call__(self, row: dict) -> list[dict]:
+        return refine_requests(row, modes=self.modes, model=self.model)
 
 
 def extract_refinement(row: dict) -> dict:
