@@ -32,14 +32,14 @@ def _model() -> str:
 
 
 def run_pipeline(args) -> dict:
-    from selfdebug.evaluate.config import BenchmarkSpec, EngineSettings, EvalConfig, ModelSpec
+    from selfdebug.evaluate.config import BenchmarkSpec, EngineSection, EvalConfig, ModelSpec
     from selfdebug.evaluate.pipeline import run_eval
 
     out = tempfile.mkdtemp(prefix="eval-bench-")
     cfg = EvalConfig(output_dir=out, n=args.n, rounds=args.rounds, ks=[1], seed=0,
                      models=[ModelSpec("tiny", path=_model())],
                      benchmarks=[BenchmarkSpec("HumanEval", str(DATA), limit=args.tasks)],
-                     engine=EngineSettings(cpu=True, batch_size=64, max_model_len=4096))
+                     engine=EngineSection(cpu=True, batch_size=64, max_model_len=4096))
     cfg.sampling.max_tokens = cfg.refine_sampling.max_tokens = args.max_tokens
     t0 = time.time()
     data = run_eval(cfg, log=lambda s: print("  pipeline:", s, file=sys.stderr))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 import types
 import typing
 from pathlib import Path
@@ -80,6 +82,25 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides=()) -> T
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
     return _build(cls, data, "")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str, group=None) -> None:
+    """A job CLI's ``--config FILE`` (in ``group`` if given) and ``key=value`` overrides."""
+    (group or parser).add_argument("--config", help=f"YAML file ({example})")
+    parser.add_argument("overrides", nargs="*", help="key=value settings over the file")
+
+
+def load_job_config(cls: type[T], path, overrides, prog: str) -> T | None:
+    """``load_config`` (+ ``validate()`` where the config has one) for a job's CLI: None,
+    with the problem printed, when the config is bad."""
+    try:
+        cfg = load_config(cls, path, overrides)
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        return None
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from selfdebug.evaluate.config import BenchmarkSpec, EngineSettings, EvalConfig, ModelSpec
+from selfdebug.evaluate.config import BenchmarkSpec, EngineSection, EvalConfig, ModelSpec
 from selfdebug.evaluate.pipeline import run_eval
 
 
@@ -69,7 +69,7 @@ def test_tiny_model_recompute_and_resume(ray_cluster, tiny_model_dir, shared_dat
     cfg = EvalConfig(output_dir=str(tmp_path), n=2, rounds=2, ks=[1, 2], seed=3,
                      models=[ModelSpec("tiny", path=str(tiny_model_dir))],
                      benchmarks=_benchmarks(shared_data, he=2, mbpp=2, plus=1),
-                     engine=EngineSettings(cpu=True, batch_size=16, max_model_len=4096))
+                     engine=EngineSection(cpu=True, batch_size=16, max_model_len=4096))
     cfg.sampling.max_tokens = cfg.refine_sampling.max_tokens = 24
     logs: list[str] = []
     data = run_eval(cfg, log=logs.append)

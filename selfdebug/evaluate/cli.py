@@ -11,17 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from selfdebug.config import ConfigError, load_config
+from selfdebug.config import ConfigError, add_config_arguments, load_job_config
 from selfdebug.evaluate.config import EvalConfig
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfdebug eval", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="YAML file (jobs/configs/eval-*.yaml)")
     src.add_argument("--recompute", type=Path, metavar="RESULTS_DIR",
                      help="recompute the metrics from a results directory (no model, no Ray)")
-    p.add_argument("overrides", nargs="*", help="key=value settings over the file")
+    add_config_arguments(p, "jobs/configs/eval-*.yaml", group=src)
     return p
 
 
@@ -46,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         if match is not None:
             print(f"results.json {'matches' if match else 'DIFFERS FROM'} the stored verdicts")
         return 0 if match is not False else 1
-    try:
-        cfg = load_config(EvalConfig, args.config, args.overrides)
-    except (ConfigError, ValueError, TypeError) as e:
-        print(f"selfdebug eval: config error: {e}", file=sys.stderr)
+    cfg = load_job_config(EvalConfig, args.config, args.overrides, "selfdebug eval")
+    if cfg is None:
         return 2
     try:
         data = run_eval(cfg, log=lambda s: print(s, flush=True))

@@ -7,8 +7,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from selfdebug.llm.generate import EngineSection
 from selfdebug.sandbox.judge import SandboxConfig
 
 MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
@@ -41,25 +41,6 @@ class BenchmarkSpec:
 
 
 @dataclass
-class EngineSettings:
-    """`selfdebug.llm.generate.EngineConfig` minus the model (one engine per model)."""
-
-    tensor_parallel_size: int = 1
-    num_replicas: int = 1
-    batch_size: int = 32
-    max_concurrent_batches: int = 4
-    max_model_len: int = 4096
-    gpu_memory_utilization: float | None = None
-    cpu: bool | None = None
-    num_cpus: float | None = None
-    cpu_kvcache_gib: int = 1
-    enforce_eager: bool | None = None
-    dtype: str = "auto"
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class SamplingSettings:
     temperature: float = 0.8
     top_p: float = 0.95
@@ -86,7 +67,9 @@ class EvalConfig:
     # (correlated samples bias pass@k>1). Default: unseeded, independent draws.
     refine_seeded: bool = False
 
-    engine: EngineSettings = field(default_factory=EngineSettings)
+    # one engine setup for every vLLM model; engine.model and engine.seed are set per
+    # model and from `seed`
+    engine: EngineSection = field(default_factory=lambda: EngineSection(max_model_len=4096))
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     sandbox_actors: int = 2
     sandbox_workers_per_actor: int = 1

@@ -50,17 +50,8 @@ def plot_passk(results: list[dict], models: Sequence[str], benchmarks: Sequence[
     fig, axes = _grid(plt, len(ks), len(benchmarks))
     for i, k in enumerate(ks):
         for j, bench in enumerate(benchmarks):
-            ax = axes[i][j]
-            for c, model in enumerate(models):
-                for mode in modes:
-                    pts = _series(results, model, bench, mode, f"pass@{k}")
-                    if pts:
-                        ax.plot(*zip(*pts), STYLES.get(mode, "-"), color=f"C{c}",
-                                label=f"{model} {LABELS[mode]}", markersize=4)
-            ax.set_title(f"{bench} pass@{k}")
-            ax.set_xlabel("round (0 = Init)")
-            ax.set_ylabel("%")
-            ax.grid(alpha=0.3)
+            _panel(axes[i][j], results, models, modes, bench, f"pass@{k}",
+                   f"{bench} pass@{k}", "round (0 = Init)")
     return _legend_and_save(plt, fig, axes, out, bottom=0.08)
 
 
@@ -70,19 +61,24 @@ def plot_refine_rate(results: list[dict], models: Sequence[str], benchmarks: Seq
     plt = _plt()
     fig, axes = _grid(plt, 1, len(benchmarks))
     for j, bench in enumerate(benchmarks):
-        ax = axes[0][j]
-        for c, model in enumerate(models):
-            for mode in modes:
-                pts = [p for p in _series(results, model, bench, mode, "refine_rate", 100.0)
-                       if p[0] > 0]
-                if pts:
-                    ax.plot(*zip(*pts), STYLES.get(mode, "-"), color=f"C{c}",
-                            label=f"{model} {LABELS[mode]}", markersize=4)
-        ax.set_title(f"{bench}: wrong samples fixed")
-        ax.set_xlabel("round")
-        ax.set_ylabel("%")
-        ax.grid(alpha=0.3)
+        _panel(axes[0][j], results, models, modes, bench, "refine_rate",
+               f"{bench}: wrong samples fixed", "round", scale=100.0, first_round=1)
     return _legend_and_save(plt, fig, axes, out, bottom=0.15)
+
+
+def _panel(ax, results, models, modes, bench, key, title, xlabel, scale=1.0, first_round=0):
+    """One line per (model, mode) of ``key`` (in %) over rounds."""
+    for c, model in enumerate(models):
+        for mode in modes:
+            pts = [p for p in _series(results, model, bench, mode, key, scale)
+                   if p[0] >= first_round]
+            if pts:
+                ax.plot(*zip(*pts), STYLES.get(mode, "-"), color=f"C{c}",
+                        label=f"{model} {LABELS[mode]}", markersize=4)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("%")
+    ax.grid(alpha=0.3)
 
 
 def _legend_and_save(plt, fig, axes, out: Path, bottom: float) -> Path:

@@ -54,11 +54,11 @@ def make_generator(spec: ModelSpec, model_path: str, cfg: EvalConfig,
     sample_column = "refine_index" if refine else "sample_index"
     if spec.engine in DOUBLES:
         return build_double(spec.engine, canonical, n, sample_column=sample_column)
-    from selfdebug.llm.generate import EngineConfig, SamplingConfig, build_generator
+    from selfdebug.llm.generate import SamplingConfig, build_generator
 
     settings = cfg.refine_sampling if refine else cfg.sampling
     seed = cfg.seed if (not refine or cfg.refine_seeded) else None
-    engine = EngineConfig(model=model_path, seed=cfg.seed, **asdict(cfg.engine))
+    engine = cfg.engine.for_model(model_path, seed=cfg.seed)
     sampling = SamplingConfig(n=n, seed=seed, **asdict(settings))
     return build_generator(engine, sampling, prompt_column="rendered_prompt",
                            sample_column=sample_column)

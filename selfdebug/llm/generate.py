@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Columns the ray.data.llm stages read or write inside a row. Input columns with these
@@ -59,6 +59,17 @@ class EngineConfig:
 
     def resolved_cpu(self) -> bool:
         return detect_cpu() if self.cpu is None else bool(self.cpu)
+
+
+@dataclass
+class EngineSection(EngineConfig):
+    """`EngineConfig` without the model, as a job config's section: the job names the model
+    (one per job, or one per entry of a list of models)."""
+
+    model: str = ""
+
+    def for_model(self, model: str, **changes) -> EngineConfig:
+        return EngineConfig(**{**asdict(self), "model": model, **changes})
 
 
 @dataclass

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 from selfdebug.sandbox import wire
-from selfdebug.sandbox.remote import _short
+from selfdebug.sandbox.remote import call_label
 
 RESULTS = "__sd_ret"
 _LAZY = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.IfExp,
@@ -73,10 +73,9 @@ class _Extract(ast.NodeTransformer):
             raise ValueError("**kwargs")
         args = [_static_value(a, self.shadowed) for a in node.args]  # Starred and names raise ValueError
         kwargs = {k.arg: _static_value(k.value, self.shadowed) for k in node.keywords}
-        shown = ", ".join([_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
         self.calls.append(([wire.encode(a) for a in args],
                            {k: wire.encode(v) for k, v in kwargs.items()}))
-        self.labels.append(f"{self.label}({shown})")
+        self.labels.append(call_label(self.label, args, kwargs))
         index = ast.Constant(len(self.calls) - 1)
         return ast.copy_location(
             ast.Subscript(ast.Name(RESULTS, ast.Load()), index, ast.Load()), node)

@@ -62,6 +62,7 @@ class _Prepared:
     compiled: list = field(default_factory=list)
     remote_names: tuple[str, ...] = ()
     batched: list = field(default_factory=list)  # SplitAssert for the leading statements
+    batch_request: dict | None = None  # their calls as one call_many, sent with the code
     # call suites
     encoded_inputs: list = field(default_factory=list)
     expected: list | None = None
@@ -191,6 +192,11 @@ class Judge:
             if split is None:
                 break
             prep.batched.append(split)
+        calls = [c for split in prep.batched for c in split.calls]
+        if calls:
+            prep.batch_request = {"op": "call_many", "target": ["N", problem.entry_point],
+                                  "inputs": [c[0] for c in calls],
+                                  "kwargs": [c[1] for c in calls]}
 
     def _calibrate(self, problem: Problem, prep: _Prepared) -> None:
         """Run the canonical solution once: expected outputs (call suites) and time limit."""
@@ -247,9 +253,7 @@ class Judge:
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
                           prep.limit, self._deadline(n, prep.limit))
         ep = problem.entry_point
-        calls = [c for split in prep.batched for c in split.calls]
-        then = {"op": "call_many", "target": ["N", ep], "inputs": [c[0] for c in calls],
-                "kwargs": [c[1] for c in calls]} if calls else None
+        then = prep.batch_request
         load = session.start(prep.limit, then)
         if "loaded" not in load:
             return self._load_failure(load, n, prep.limit)
@@ -262,7 +266,8 @@ class Judge:
         notes: dict = {}
         try:
             if then is not None:
-                replies = list(self.server.read_stream(len(calls), prep.limit, first=load))
+                replies = list(self.server.read_stream(len(then["inputs"]), prep.limit,
+                                                       first=load))
                 if not self._check_batched(prep, session, ns, replies, t, ep, outcomes, notes,
                                            times):
                     return outcomes + ["skipped"] * (n - len(outcomes)), notes

@@ -107,9 +107,15 @@ def _encode_arg(value):
     return wire.encode(value, as_ref)
 
 
-def _short(v, n: int = 60) -> str:
+def short_repr(v, n: int = 60) -> str:
     s = repr(v)
     return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def call_label(name: str, args, kwargs: dict) -> str:
+    """``name(1, [2, 3], k=4)`` with long values cut: how feedback names a call."""
+    shown = [short_repr(a) for a in args] + [f"{k}={short_repr(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(shown)})"
 
 
 class RemoteRef:
@@ -129,8 +135,7 @@ class RemoteRef:
 
     def __call__(self, *args, **kwargs):
         label = object.__getattribute__(self, "_label")
-        shown = ", ".join([_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
-        return self._req("call", f"{label}({shown})", args=[_encode_arg(a) for a in args],
+        return self._req("call", call_label(label, args, kwargs), args=[_encode_arg(a) for a in args],
                          kwargs={k: _encode_arg(v) for k, v in kwargs.items()})
 
     def __getattr__(self, name: str):
@@ -141,7 +146,7 @@ class RemoteRef:
 
     def __getitem__(self, key):
         label = object.__getattribute__(self, "_label")
-        return self._req("getitem", f"{label}[{_short(key)}]", key=_encode_arg(key))
+        return self._req("getitem", f"{label}[{short_repr(key)}]", key=_encode_arg(key))
 
     def __len__(self):
         return self._req("len", f"len({object.__getattribute__(self, '_label')})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from selfdebug.config import ConfigError, load_config
+from selfdebug.config import add_config_arguments, load_job_config
 from selfdebug.synth.config import SynthConfig
 
 
@@ -40,14 +40,10 @@ def run(cfg: SynthConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selfdebug synth", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML file (jobs/configs/synth-*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings over the file")
+    add_config_arguments(parser, "jobs/configs/synth-*.yaml")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(SynthConfig, args.config, args.overrides)
-        cfg.validate()
-    except (ConfigError, ValueError) as e:
-        print(f"selfdebug synth: {e}", file=sys.stderr)
+    cfg = load_job_config(SynthConfig, args.config, args.overrides, "selfdebug synth")
+    if cfg is None:
         return 2
     try:
         report = run(cfg)

@@ -8,20 +8,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from selfdebug.llm.generate import EngineConfig, SamplingConfig
+from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
 from selfdebug.sandbox.judge import SandboxConfig
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("refine", "explain_refine")
 DEFAULT_SOURCE = "../shared/data/mbpp.jsonl"  # relative to the repository root
-
-
-@dataclass
-class EngineSection(EngineConfig):
-    """`EngineConfig` without the model: the model is a top-level key of the job."""
-
-    model: str = ""
 
 
 @dataclass

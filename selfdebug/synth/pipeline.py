@@ -67,9 +67,7 @@ def sampling_params_json(cfg: SynthConfig) -> str:
 
 
 def _engine(section, model: str):
-    from selfdebug.llm.generate import EngineConfig
-
-    return EngineConfig(**{**asdict(section), "model": model})
+    return section.for_model(model)
 
 
 def _generator(cfg, *, api: bool, api_config, engine, sampling, request: str, output: str,

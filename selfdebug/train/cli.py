@@ -13,12 +13,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from selfdebug.config import ConfigError, load_config
+from selfdebug.config import add_config_arguments, load_job_config
 from selfdebug.train.config import SFTConfig
 
 
@@ -76,13 +75,10 @@ def run(cfg: SFTConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selfdebug sft", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML file (jobs/configs/sft-*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings over the file")
+    add_config_arguments(parser, "jobs/configs/sft-*.yaml")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(SFTConfig, args.config, args.overrides)
-    except ConfigError as e:
-        print(f"selfdebug sft: {e}", file=sys.stderr)
+    cfg = load_job_config(SFTConfig, args.config, args.overrides, "selfdebug sft")
+    if cfg is None:
         return 2
     summary = run(cfg)
     print(json.dumps(summary, indent=2, default=str))
