@@ -46,7 +46,12 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
 
     problems, plan = P.load_plan(cfg)
     model = resolve_model(cfg.model)
-    gen_rows = [{"gen_request": R.render(prompts.generate_messages(p.prompt), model)}
+    shared = P.shares_engines(cfg)
+
+    def request(messages):  # as the pipeline sends them
+        return json.dumps(messages) if shared else R.render(messages, model)
+
+    gen_rows = [{"gen_request": request(prompts.generate_messages(p.prompt))}
                 for p in problems.values()]
     seen, ref_rows = set(), []
     for f in sorted(debug_dir.glob("*.parquet")):
@@ -57,23 +62,33 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
             seen.add(key)
             build = (prompts.explain_refine_messages if d["mode"] == "explain_refine"
                      else prompts.refine_messages)
-            ref_rows.append({"refine_request": R.render(
-                build(d["prompt"], d["wrong_code"], d["feedback"]), model)})
+            ref_rows.append({"refine_request": request(
+                build(d["prompt"], d["wrong_code"], d["feedback"]))})
+    t0 = time.time()  # engine start-up included, as in (a) and (b)
+    engines = []
+    if shared:  # the same engine pool as the pipeline's
+        from selfdebug.llm.engine_pool import start_engines
+
+        engines = start_engines(P._engine(cfg.engine, model))
+    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY
+
     sample = P._generator(cfg, api=False, api_config=None, engine=P._engine(cfg.engine, model),
                           sampling=P._sampling(cfg.sampling, cfg.seed), request="gen_request",
                           output="completion", index="sample_index", tokens="tokens",
-                          error="error")
+                          error="error", engines=engines, priority=SAMPLE_PRIORITY)
     refine = P._generator(cfg, api=False, api_config=None,
-                          engine=P._engine(cfg.refine_engine, model),
+                          engine=P._engine(cfg.engine if engines else cfg.refine_engine, model),
                           sampling=P._sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
                           request="refine_request", output="completion", index="attempt",
-                          tokens="tokens", error="error")
-    t0 = time.time()
+                          tokens="tokens", error="error", engines=engines,
+                          priority=REFINE_PRIORITY)
     a = sample(ray.data.from_items(gen_rows)).select_columns(["tokens"])
     b = refine(ray.data.from_items(ref_rows)).select_columns(["tokens"]) if ref_rows else None
     ds = a.union(b) if b is not None else a
     tokens = sum(int(t) for batch in ds.iter_batches(batch_format="numpy")
                  for t in batch["tokens"])
+    for e in engines:
+        ray.kill(e)
     return time.time() - t0, tokens
 
 

@@ -173,3 +173,55 @@ def test_sandbox_actor_as_a_plain_ray_actor(ray_cluster, tmp_path):
     assert [r["status"] for r in results] == ["passed"] * 3 + ["failed"] * 3
     assert "bwrap" in ray_cluster.get(actor.isolation.remote()) or results[0]["isolation"]
     ray_cluster.kill(actor)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_execute_on_its_own_cluster_leaves_no_process_behind(tmp_path, shared_data):
+    """Without --address the command starts a local cluster and stops it before it exits
+    (itself, not in Ray's exit hooks): no Ray process of that cluster survives it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    he = [json.loads(line) for line in gzip.open(shared_data / "HumanEval.jsonl.gz", "rt")][:3]
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": r["task_id"],
+                                           "completion": r["canonical_solution"]} for r in he])
+    # The cluster's temp dir lands here, so its processes name it. Short: Ray's socket
+    # paths under it must fit AF_UNIX's 107 bytes.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TMPDIR"] = str(ray_tmp)
+
+    def ours() -> dict[int, str]:
+        found = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if str(ray_tmp) in cmd and int(pid) != proc.pid:
+                found[int(pid)] = cmd
+        return found
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfdebug.cli", "execute", "--problems",
+         str(shared_data / "HumanEval.jsonl.gz"), "--samples", str(samples),
+         "--out", str(tmp_path / "r.jsonl")], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    seen: dict[int, str] = {}
+    while proc.poll() is None:
+        seen.update(ours())
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["status"]["passed"] == 3
+    assert any("gcs_server" in c for c in seen.values()), "the cluster was never seen"
+    assert any("monitor.py" in c for c in seen.values())
+    left = ours()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, f"still running after the command exited: {list(left.values())}"

@@ -155,6 +155,59 @@ def test_build_generator_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
 
 
 
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.timeout(420)
+def test_engine_pool_shared_by_two_operators_and_restarted_engine(ray_cluster, tiny_model_dir):
+    """One engine serves two Ray Data operators at once (synth's sampling and refinement);
+    rows keep their columns, a too-long prompt is an error row. A killed engine is
+    restarted by Ray and the call it had in flight runs again: nothing is lost."""
+    from selfdebug.llm.engine_pool import (
+        REFINE_PRIORITY,
+        SAMPLE_PRIORITY,
+        build_pool_generator,
+        start_engines,
+    )
+
+    ray = ray_cluster
+    eng = EngineConfig(model=str(tiny_model_dir), max_model_len=512, batch_size=4)
+    [engine] = start_engines(eng)
+    assert ray.get(engine.ready.remote(), timeout=300)
+    cols = dict(prompt_column="p", sample_column="k", output_column="text",
+                tokens_column="tokens", error_column="err")
+    sample = build_pool_generator([engine], eng, SamplingConfig(n=2, max_tokens=16, seed=3),
+                                  priority=SAMPLE_PRIORITY, **cols)
+    refine = build_pool_generator([engine], eng, SamplingConfig(n=1, max_tokens=16, seed=4),
+                                  priority=REFINE_PRIORITY, chat=True, **cols)
+    rows = [{"id": i, "stage": "s", "p": f"def f{i}(x):\n", "prompt": "kept"} for i in range(6)]
+    rows.append({"id": 99, "stage": "s", "p": "a b c d " * 800, "prompt": "kept"})
+    # chat=True: messages as JSON, rendered by the engine with the model's chat template
+    fixes = [{**r, "stage": "r", "p": json.dumps(generate_messages(r["p"]))} for r in rows[:6]]
+    out = sample(ray.data.from_items(rows)).union(refine(ray.data.from_items(fixes))).take_all()
+    got = {(r["stage"], r["id"], r["k"]): r for r in out}
+    assert set(got) == ({("s", r["id"], k) for r in rows for k in (0, 1)}
+                        | {("r", r["id"], 0) for r in fixes})
+    for (_, i, _), r in got.items():
+        assert r["prompt"] == "kept" and set(r) == {"id", "stage", "p", "prompt", "k", "text",
+                                                    "tokens", "err"}
+        if i == 99:
+            assert r["err"] and r["text"] == "" and r["tokens"] == 0
+        else:
+            assert r["err"] == "" and r["text"] and 0 < r["tokens"] <= 16
+    assert got[("s", 0, 0)]["text"] != got[("s", 0, 1)]["text"]  # own seeds
+
+    # A call in flight when the engine dies: Ray restarts the actor and runs it again.
+    prompts = [f"def g{i}(x):\n" for i in range(64)]
+    params = [{"max_tokens": 64, "temperature": 1.0, "seed": i, "ignore_eos": True}
+              for i in range(64)]
+    ref = engine.generate.remote(prompts, params, SAMPLE_PRIORITY)
+    time.sleep(0.5)
+    ray.kill(engine, no_restart=False)
+    results = ray.get(ref, timeout=300)
+    assert [(err, tokens) for _, tokens, err in results] == [("", 64)] * 64
+    ray.kill(engine)
+
+
 # ---------------------------------------------------------------- teacher
 
 

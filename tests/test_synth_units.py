@@ -100,3 +100,15 @@ def test_configs_load_and_source_errors(tmp_path):
         resolve_source(str(tmp_path / "missing" / "mbpp.jsonl"))
     with pytest.raises(ValueError, match="modes"):
         SynthConfig(modes=["debug"]).validate()
+
+
+def test_one_engine_pool_only_for_self_refinement_with_the_same_model():
+    from selfdebug.llm.teacher import TeacherConfig
+    from selfdebug.synth.pipeline import shares_engines
+
+    assert shares_engines(SynthConfig())
+    assert shares_engines(SynthConfig(model="m", refine_model="m"))
+    assert not shares_engines(SynthConfig(model="m", refine_model="other"))
+    assert not shares_engines(SynthConfig(share_engines=False))
+    assert not shares_engines(SynthConfig(refiner="teacher",
+                                          teacher=TeacherConfig(base_url="http://x", model="t")))

@@ -158,13 +158,26 @@ def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> t
         return [], "", {}
     import ray
 
-    from selfdebug.ray_utils import init_ray
-    from selfdebug.sandbox.actor import SandboxActor
+    from selfdebug.ray_utils import init_ray, shutdown_ray
     from selfdebug.sandbox.forkserver import detect_isolation
 
     isolation = detect_isolation(config.isolation).level
     started = time.time()
+    connected_here = not ray.is_initialized()
     init_ray(args.address)
+    try:
+        results, timing = _judge_on_actors(rows, problems, config, args, started)
+    finally:
+        if connected_here:  # a caller's cluster (tests, a notebook) stays up
+            shutdown_ray()
+    return results, isolation, timing
+
+
+def _judge_on_actors(rows, problems, config, args, started) -> tuple[list, dict]:
+    import ray
+
+    from selfdebug.sandbox.actor import SandboxActor
+
     used = {r["task_id"] for r in rows}
     problems_ref = ray.put({t: problems[t] for t in used})
     n_actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
@@ -221,4 +234,4 @@ def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> t
     # the judging rate.
     timing = {"startup_seconds": round(ready - started, 2),
               "judging_seconds": round(time.time() - ready, 2)}
-    return results, isolation, timing
+    return results, timing

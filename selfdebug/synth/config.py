@@ -47,6 +47,9 @@ class SynthConfig:
     refiner: str = "self"
     refine_model: str = ""  # "self" only; "" = the sampling model
     teacher: TeacherConfig | None = None  # used when refiner == "teacher"
+    # Sampling and self-refinement with the same model share the `engine` pool (refine
+    # requests first); refine_engine is then unused. false: one ray.data.llm pool each.
+    share_engines: bool = True
     refine_engine: EngineSection = field(default_factory=EngineSection)
     refine_sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(temperature=0.8, top_p=0.95, max_tokens=1024))

@@ -9,8 +9,10 @@ engine pools and the sandbox pools at once and moves rows between them as they a
 ready. The two per-problem steps (dedupe, shard assembly) go through the ledger actor
 (see ledger.py) instead of a groupby, which would be a barrier over the whole dataset.
 
-Engines: sampling and self-refinement are two operators, so they cannot share one actor
-pool (a Ray Data graph has no cycles); each gets ``num_replicas`` engines (1 on CPU).
+Engines: when sampling and self-refinement use the same model they share one pool of
+``engine.num_replicas`` engines (`llm.engine_pool`: ray.data.llm binds a pool to one
+operator, and a graph has no cycles); otherwise each operator gets its own
+`ray.data.llm` pool.
 """
 
 from __future__ import annotations
@@ -70,11 +72,23 @@ def _engine(section, model: str):
     return section.for_model(model)
 
 
+def shares_engines(cfg: SynthConfig) -> bool:
+    """Sampling and refinement on one engine pool: both vLLM, same model."""
+    return (cfg.share_engines and cfg.sampler == "vllm" and cfg.refiner == "self"
+            and cfg.refine_model in ("", cfg.model))
+
+
 def _generator(cfg, *, api: bool, api_config, engine, sampling, request: str, output: str,
-               index: str, tokens: str, error: str):
-    """A ``ds -> ds`` generation stage: vLLM engines, or an OpenAI-compatible endpoint."""
+               index: str, tokens: str, error: str, engines=None, priority: int = 0):
+    """A ``ds -> ds`` generation stage: vLLM engines (``engines``: a shared pool, else
+    ray.data.llm's own), or an OpenAI-compatible endpoint."""
     cols = dict(output_column=output, sample_column=index, tokens_column=tokens,
                 error_column=error)
+    if engines:
+        from selfdebug.llm.engine_pool import build_pool_generator
+
+        return build_pool_generator(engines, engine, sampling, priority=priority, chat=True,
+                                    num_cpus=cfg.map_cpus, prompt_column=request, **cols)
     if api:
         from selfdebug.llm.teacher import build_teacher_generator
 
@@ -117,10 +131,13 @@ def _record_debug(batch, ledger):
 
 
 def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
-                  pending: list[int], ledger, sample_model: str, refine_model: str):
-    """The lazy dataset for the ``pending`` shards; consuming it runs the pipeline."""
+                  pending: list[int], ledger, sample_model: str, refine_model: str,
+                  engines=None):
+    """The lazy dataset for the ``pending`` shards; consuming it runs the pipeline.
+    ``engines``: the shared engine pool (`shares_engines`), else None."""
     import ray
 
+    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY
     from selfdebug.sandbox.actor import execute_dataset
 
     small = {"num_cpus": cfg.map_cpus}
@@ -128,17 +145,18 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     barrier = (lambda ds: ds.materialize()) if cfg.staged else (lambda ds: ds)
     sample_api, refine_api = cfg.sampler == "api", cfg.refiner == "teacher"
 
-    # Prompts rendered here, once: one tokenizer load instead of one per Ray worker.
+    # Prompts: a shared engine pool renders messages (JSON) with its own tokenizer; for
+    # ray.data.llm they are rendered here, once (one tokenizer load, not one per worker).
+    render_with = None if sample_api or engines else sample_model
     items = [{**R.problem_row(problems[t], s), "gen_request": R.generate_request(
-        problems[t].prompt, None if sample_api else sample_model)}
-        for s in pending for t in plan[s]]
+        problems[t].prompt, render_with)} for s in pending for t in plan[s]]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
     sample = _generator(
         cfg, api=sample_api, api_config=cfg.sampler_api,
         engine=None if sample_api else _engine(cfg.engine, sample_model),
         sampling=_sampling(cfg.sampling, cfg.seed), request="gen_request",
         output="completion", index="sample_index", tokens="sample_tokens",
-        error="generation_error")
+        error="generation_error", engines=engines, priority=SAMPLE_PRIORITY)
     ds = barrier(sample(ds).map(R.extract_sample, **small).drop_columns(["gen_request"]))
     ds = barrier(ds.map_batches(_dedupe, fn_kwargs={"ledger": ledger}, **arrow))
 
@@ -148,15 +166,20 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="code", **execute))
     ds = ds.map_batches(_record_samples, fn_kwargs={"ledger": ledger}, **arrow)
 
-    ds = ds.flat_map(R.RefineRequests, fn_constructor_kwargs={
-        "modes": list(cfg.modes), "model": None if refine_api else refine_model},
-        compute=ray.data.ActorPoolStrategy(size=1), **small)
+    if refine_api or engines:  # messages JSON: nothing to render, plain (fused) tasks
+        ds = ds.flat_map(R.refine_requests, fn_kwargs={"modes": list(cfg.modes),
+                                                       "model": None}, **small)
+    else:
+        ds = ds.flat_map(R.RefineRequests, fn_constructor_kwargs={
+            "modes": list(cfg.modes), "model": refine_model},
+            compute=ray.data.ActorPoolStrategy(size=1), **small)
     refine = _generator(
         cfg, api=refine_api, api_config=cfg.teacher,
-        engine=None if refine_api else _engine(cfg.refine_engine, refine_model),
+        engine=None if refine_api else _engine(cfg.engine if engines else cfg.refine_engine,
+                                               refine_model),
         sampling=_sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
         request="refine_request", output="reply", index="attempt", tokens="refine_tokens",
-        error="refine_error")
+        error="refine_error", engines=engines, priority=REFINE_PRIORITY)
     ds = barrier(refine(barrier(ds)).map(R.extract_refinement, **small))
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="refined_code",
                                  prefix="refined_", **execute))
@@ -217,14 +240,21 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     debug_per_wrong = cfg.attempts * len(cfg.modes)
     ledger = start_ledger(cfg.out_dir, plan, cfg.sampling.n, debug_per_wrong,
                           cfg.fingerprint())
+    engines = []
+    if shares_engines(cfg):
+        from selfdebug.llm.engine_pool import start_engines
+
+        engines = start_engines(_engine(cfg.engine, sample_model))
     try:
-        ds = build_dataset(cfg, problems, plan, pending, ledger, sample_model, refine_model)
+        ds = build_dataset(cfg, problems, plan, pending, ledger, sample_model, refine_model,
+                           engines)
         records = 0
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             records += batch.num_rows
         progress = ray.get(ledger.progress.remote())
     finally:  # committed shards are on disk already; a failed run resumes from them
-        ray.kill(ledger)
+        for actor in [ledger, *engines]:
+            ray.kill(actor)
     result.update(committed=progress["committed"], incomplete=progress["open"],
                   wall_s=time.time() - t0, stages=stage_times(ds), debug_rows_streamed=records)
     return result
