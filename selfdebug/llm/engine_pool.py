@@ -58,32 +58,30 @@ class EngineActor:
 
     async def generate(self, prompts: list[str], params: list[dict], priority: int,
                        chat: bool = False) -> list[tuple[str, int, str]]:
-        """(text, generated tokens, error) per prompt; a failed request does not fail the
-        others (e.g. a prompt longer than max_model_len). ``chat``: prompts are messages
-        as JSON, rendered here with the engine's own tokenizer (callers then need neither
-        transformers nor a tokenizer of their own)."""
-        if chat:
-            prompts = [self._render(p) for p in prompts]
+        """(text, generated tokens, error) per prompt; a failed request (a prompt longer
+        than max_model_len, bad parameters, messages that do not render) does not fail the
+        others. ``chat``: prompts are messages as JSON, rendered here with the engine's
+        own tokenizer (callers then need neither transformers nor a tokenizer)."""
         self.outstanding += len(prompts)
         try:
-            return list(await asyncio.gather(*(self._one(p, sp, priority)
+            return list(await asyncio.gather(*(self._one(p, sp, priority, chat)
                                                for p, sp in zip(prompts, params))))
         finally:
             self.outstanding -= len(prompts)
 
-    def _render(self, messages_json: str) -> str:
-        from selfdebug.llm.prompts import render_prompt
-
-        return render_prompt(self.engine.get_tokenizer(), json.loads(messages_json))
-
-    async def _one(self, prompt: str, params: dict, priority: int) -> tuple[str, int, str]:
+    async def _one(self, prompt: str, params: dict, priority: int,
+                   chat: bool) -> tuple[str, int, str]:
         import vllm
         from vllm.sampling_params import RequestOutputKind
 
-        # FINAL_ONLY: no RequestOutput per step and request (with hundreds of requests in
-        # flight, waking each one up every step is a large share of a CPU engine's time).
-        sampling = vllm.SamplingParams(**params, output_kind=RequestOutputKind.FINAL_ONLY)
+        from selfdebug.llm.prompts import render_prompt
+
         try:
+            if chat:
+                prompt = render_prompt(self.engine.get_tokenizer(), json.loads(prompt))
+            # FINAL_ONLY: no RequestOutput per step and request (with hundreds of requests
+            # in flight, waking each one up every step is a large share of a CPU engine).
+            sampling = vllm.SamplingParams(**params, output_kind=RequestOutputKind.FINAL_ONLY)
             final = None
             async for out in self.engine.generate(prompt, sampling, f"r{next(self.ids)}",
                                                   priority=priority):
