@@ -42,6 +42,7 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
     import ray
 
     from selfdebug.llm import prompts
+    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY, start_engines
     from selfdebug.synth import pipeline as P
     from selfdebug.synth import rows as R
 
@@ -66,19 +67,14 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
             ref_rows.append({"refine_request": request(
                 build(d["prompt"], d["wrong_code"], d["feedback"]))})
     t0 = time.time()  # engine start-up included, as in (a) and (b)
-    engines = []
-    if shared:  # the same engine pool as the pipeline's
-        from selfdebug.llm.engine_pool import start_engines
-
-        engines = start_engines(P._engine(cfg.engine, model))
-    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY
-
-    sample = P._generator(cfg, api=False, api_config=None, engine=P._engine(cfg.engine, model),
+    # the same engines as the pipeline's: one shared pool, or one ray.data.llm pool each
+    engines = start_engines(cfg.engine.for_model(model)) if shared else []
+    sample = P._generator(cfg, api=False, api_config=None, engine=cfg.engine.for_model(model),
                           sampling=P._sampling(cfg.sampling, cfg.seed), request="gen_request",
                           output="completion", index="sample_index", tokens="tokens",
                           error="error", engines=engines, priority=SAMPLE_PRIORITY)
     refine = P._generator(cfg, api=False, api_config=None,
-                          engine=P._engine(cfg.engine if engines else cfg.refine_engine, model),
+                          engine=(cfg.engine if shared else cfg.refine_engine).for_model(model),
                           sampling=P._sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
                           request="refine_request", output="completion", index="attempt",
                           tokens="tokens", error="error", engines=engines,

@@ -32,6 +32,7 @@ from selfdebug.llm.generate import (
     engine_env,
     engine_kwargs,
 )
+from selfdebug.llm.prompts import render_prompt
 
 SAMPLE_PRIORITY, REFINE_PRIORITY = 1, 0  # vLLM: lower runs first
 
@@ -73,8 +74,6 @@ class EngineActor:
                    chat: bool) -> tuple[str, int, str]:
         import vllm
         from vllm.sampling_params import RequestOutputKind
-
-        from selfdebug.llm.prompts import render_prompt
 
         try:
             if chat:

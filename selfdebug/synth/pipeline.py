@@ -68,10 +68,6 @@ def sampling_params_json(cfg: SynthConfig) -> str:
     return json.dumps({"sample": sample, "refine": refine, "modes": cfg.modes}, sort_keys=True)
 
 
-def _engine(section, model: str):
-    return section.for_model(model)
-
-
 def shares_engines(cfg: SynthConfig) -> bool:
     """Sampling and refinement on one engine pool: both vLLM, same model."""
     return (cfg.share_engines and cfg.sampler == "vllm" and cfg.refiner == "self"
@@ -153,7 +149,7 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
     sample = _generator(
         cfg, api=sample_api, api_config=cfg.sampler_api,
-        engine=None if sample_api else _engine(cfg.engine, sample_model),
+        engine=None if sample_api else cfg.engine.for_model(sample_model),
         sampling=_sampling(cfg.sampling, cfg.seed), request="gen_request",
         output="completion", index="sample_index", tokens="sample_tokens",
         error="generation_error", engines=engines, priority=SAMPLE_PRIORITY)
@@ -175,8 +171,8 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
             compute=ray.data.ActorPoolStrategy(size=1), **small)
     refine = _generator(
         cfg, api=refine_api, api_config=cfg.teacher,
-        engine=None if refine_api else _engine(cfg.engine if engines else cfg.refine_engine,
-                                               refine_model),
+        engine=None if refine_api else (cfg.engine if engines else cfg.refine_engine
+                                        ).for_model(refine_model),
         sampling=_sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
         request="refine_request", output="reply", index="attempt", tokens="refine_tokens",
         error="refine_error", engines=engines, priority=REFINE_PRIORITY)
@@ -244,7 +240,7 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     if shares_engines(cfg):
         from selfdebug.llm.engine_pool import start_engines
 
-        engines = start_engines(_engine(cfg.engine, sample_model))
+        engines = start_engines(cfg.engine.for_model(sample_model))
     try:
         ds = build_dataset(cfg, problems, plan, pending, ledger, sample_model, refine_model,
                            engines)
