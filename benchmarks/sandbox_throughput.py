@@ -97,8 +97,8 @@ def run_selfdebug_on_running_cluster(samples, data: Path, tmp: Path, extra: list
     """The command joining a cluster that is already up (`--address`), as a `ray job submit`
     run does: no cluster start in its time. The cluster lives in a helper process (started
     like the command's own local one), which stops it when its stdin closes."""
-    # Ray enables token auth on a cluster it starts, but not for a driver given an explicit
-    # address: both sides say so here (`ray job submit` passes it on by itself).
+    # Ray turns token auth on for a cluster a driver starts (`ray.init`), but not for a
+    # driver given an explicit address: both sides are told here.
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, ray; from selfdebug.ray_utils import init_ray, "
