@@ -41,19 +41,16 @@ def _timed_pipeline(cfg: SynthConfig) -> tuple[float, dict]:
 def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
     import ray
 
-    from selfdebug.llm import prompts
     from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY, start_engines
+    from selfdebug.llm.prompts import REFINE_MESSAGES
     from selfdebug.synth import pipeline as P
     from selfdebug.synth import rows as R
 
     problems, plan = P.load_plan(cfg)
     model = resolve_model(cfg.model)
     shared = P.shares_engines(cfg)
-
-    def request(messages):  # as the pipeline sends them
-        return json.dumps(messages) if shared else R.render(messages, model)
-
-    gen_rows = [{"gen_request": request(prompts.generate_messages(p.prompt))}
+    render_with = None if shared else model  # as the pipeline sends them
+    gen_rows = [{"gen_request": R.generate_request(p.prompt, render_with)}
                 for p in problems.values()]
     seen, ref_rows = set(), []
     for f in sorted(debug_dir.glob("*.parquet")):
@@ -62,10 +59,8 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
             if key in seen:
                 continue
             seen.add(key)
-            build = (prompts.explain_refine_messages if d["mode"] == "explain_refine"
-                     else prompts.refine_messages)
-            ref_rows.append({"refine_request": request(
-                build(d["prompt"], d["wrong_code"], d["feedback"]))})
+            messages = REFINE_MESSAGES[d["mode"]](d["prompt"], d["wrong_code"], d["feedback"])
+            ref_rows.append({"refine_request": R.request(messages, render_with)})
     t0 = time.time()  # engine start-up included, as in (a) and (b)
     # the same engines as the pipeline's: one shared pool, or one ray.data.llm pool each
     engines = start_engines(cfg.engine.for_model(model)) if shared else []

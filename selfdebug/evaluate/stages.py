@@ -14,10 +14,8 @@ from dataclasses import asdict
 from selfdebug.evaluate.config import EvalConfig, ModelSpec
 from selfdebug.evaluate.oracle import DOUBLES, build_double
 from selfdebug.evaluate.tasks import program_from_reply, qualify, unqualify
-from selfdebug.llm.prompts import explain_refine_messages, generate_messages, refine_messages
+from selfdebug.llm.prompts import REFINE_MESSAGES, generate_messages
 from selfdebug.schema import Problem
-
-REFINE_MESSAGES = {"refine": refine_messages, "explain_refine": explain_refine_messages}
 
 
 def init_rows(model: str, benchmark: str, problems: list[Problem],

@@ -79,6 +79,10 @@ def explain_refine_messages(problem_prompt: str, wrong_code: str, feedback: str)
     ]
 
 
+# The debugging conversations by mode (synthesis, evaluation).
+REFINE_MESSAGES = {"refine": refine_messages, "explain_refine": explain_refine_messages}
+
+
 def _has_chat_template(tokenizer) -> bool:
     return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
 

@@ -43,10 +43,15 @@ def render(messages: list[dict], model: str | None) -> str:
     return prompts.render_prompt(_tokenizer(model) if model else None, messages)
 
 
-def generate_request(problem_prompt: str, model: str | None) -> str:
-    """The generate prompt, rendered for ``model`` or as messages JSON (for an API)."""
-    messages = prompts.generate_messages(problem_prompt)
+def request(messages: list[dict], model: str | None) -> str:
+    """A generation request: rendered for ``model``, or messages JSON (an API, or a shared
+    engine pool, renders it)."""
     return render(messages, model) if model else json.dumps(messages)
+
+
+def generate_request(problem_prompt: str, model: str | None) -> str:
+    """The generate prompt as a request (see :func:`request`)."""
+    return request(prompts.generate_messages(problem_prompt), model)
 
 
 def extract_sample(row: dict) -> dict:
@@ -92,9 +97,7 @@ def refine_requests(row: dict, *, modes: list[str], model: str | None) -> list[d
         return []
     out = []
     for mode in modes:
-        build = prompts.explain_refine_messages if mode == "explain_refine" \
-            else prompts.refine_messages
-        messages = build(row["prompt"], row["code"], row["feedback"])
+        messages = prompts.REFINE_MESSAGES[mode](row["prompt"], row["code"], row["feedback"])
         out.append({
             "task_id": row["task_id"], "source": row["source"], "prompt": row["prompt"],
             "entry_point": row["entry_point"], "completion_prefix": row["completion_prefix"],
@@ -102,7 +105,7 @@ def refine_requests(row: dict, *, modes: list[str], model: str | None) -> list[d
             "wrong_code": row["code"], "wrong_status": row["status"],
             "wrong_passed": int(row["passed"]), "wrong_total": int(row["total"]),
             "feedback": row["feedback"], "mode": mode,
-            "refine_request": render(messages, model) if model else json.dumps(messages),
+            "refine_request": request(messages, model),
         })
     return out
 
