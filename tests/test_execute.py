@@ -98,7 +98,7 @@ def test_killed_sandbox_actor_loses_no_sample(tmp_path, shared_data, ray_cluster
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
                 except (OSError, ValueError):
                     continue
-                if pid.isdigit() and re.search(r"ray::SandboxActor\.run_rows", cmd):
+                if pid.isdigit() and re.search(r"ray::SandboxActor\.(run_rows|judge_rows)", cmd):
                     os.kill(int(pid), signal.SIGKILL)
                     killed.append(int(pid))
                     return

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import hashlib
 import importlib
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfdebug.sandbox import feedback as fb
@@ -75,9 +77,14 @@ def _cache_root(config: SandboxConfig) -> Path:
 
 
 def _task_key(problem: Problem) -> str:
+    """Everything that decides a task's expected outputs and limits (the question too:
+    two problems that share a reference solution are still different tasks)."""
     t = problem.tests
-    blob = json.dumps([problem.canonical_solution, t.kind, t.asserts, t.setup, t.prelude,
-                       repr(t.inputs)[:10_000_000], sys.version], sort_keys=True)
+    blob = json.dumps([problem.prompt, problem.entry_point, problem.source,
+                       problem.canonical_solution, problem.completion_prefix,
+                       problem.time_limit, t.kind, t.asserts, t.setup, t.prelude, t.atol,
+                       t.base_count, repr(t.inputs), repr(t.outputs), sys.version],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -95,18 +102,53 @@ def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
     return loaded, stored
 
 
+class PreparedCache:
+    """Per-task preparation shared by a pool's judges (threads), so each task calibrates
+    once. An entry is published only when complete (expected outputs filled in); a judge
+    that wants a task another is preparing waits for it. Known tasks are keyed by task_id;
+    ad-hoc problems (a Serve request's own tests) by their content, in a bounded LRU."""
+
+    ADHOC_ENTRIES = 256
+
+    def __init__(self):
+        self._done: dict = {}
+        self._adhoc: collections.OrderedDict = collections.OrderedDict()
+        self._locks: dict = {}
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key, adhoc: bool, make):
+        table = self._adhoc if adhoc else self._done
+        with self._lock:
+            if key in table:
+                if adhoc:
+                    table.move_to_end(key)
+                return table[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one judge prepares; the others wait for the finished entry
+            with self._lock:
+                if key in table:
+                    return table[key]
+            prep = make()
+            with self._lock:
+                table[key] = prep
+                self._locks.pop(key, None)
+                while adhoc and len(table) > self.ADHOC_ENTRIES:
+                    table.popitem(last=False)
+            return prep
+
+
 class Judge:
     """Judges candidates for a set of problems with one fork server (one at a time)."""
 
     def __init__(self, problems, config: SandboxConfig | None = None,
-                 server: ForkServer | None = None, prepared: dict | None = None):
+                 server: ForkServer | None = None, prepared: PreparedCache | None = None):
         self.config = config or SandboxConfig()
+        problems = problems or {}
         self.problems: dict[str, Problem] = (
             dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
         self.server = server or ForkServer(detect_isolation(self.config.isolation),
                                            self.config.tmpfs_mb << 20)
-        # per-task preparation; a pool's judges share one, so each task calibrates once
-        self._prepared: dict[str, _Prepared] = {} if prepared is None else prepared
+        self._prepared = prepared if prepared is not None else PreparedCache()
 
     @property
     def isolation(self) -> str:
@@ -121,6 +163,10 @@ class Judge:
         if problem is None:
             return ExecResult("error", 0, 0, [], f"unknown task_id {task_id!r}", 0.0,
                               self.isolation)
+        return self.run_problem(problem, code)
+
+    def run_problem(self, problem: Problem, code: str) -> ExecResult:
+        """Judge ``code`` against ``problem``, known to this judge or ad hoc."""
         prep = self.prepare(problem)
         t0 = time.monotonic()
         kind = problem.tests.kind
@@ -134,9 +180,11 @@ class Judge:
 
     def prepare(self, problem: Problem) -> _Prepared:
         """Per-task work done once: parse tests, expected outputs, time limit."""
-        prep = self._prepared.get(problem.task_id)
-        if prep is not None:
-            return prep
+        known = self.problems.get(problem.task_id) is problem
+        key = problem.task_id if known else _task_key(problem)
+        return self._prepared.get_or_make(key, not known, lambda: self._prepare(problem))
+
+    def _prepare(self, problem: Problem) -> _Prepared:
         limit = problem.time_limit or self.config.timeout_floor
         prep = _Prepared(limit=limit)
         t = problem.tests
@@ -147,7 +195,6 @@ class Judge:
             prep.expected = list(t.outputs) if t.outputs is not None else None
             if problem.entry_point == "find_zero" and problem.source.startswith("humaneval"):
                 prep.poly = lambda xs, x: sum(c * x**i for i, c in enumerate(xs))
-        self._prepared[problem.task_id] = prep
         needs_expected = t.kind == "call" and prep.expected is None
         if needs_expected or (self.config.calibrate and problem.time_limit is None):
             self._calibrate(problem, prep)
@@ -498,6 +545,3 @@ class Judge:
                            self.config.feedback_chars)
         return ExecResult(status, passed, total, outcomes, text.strip(), runtime, self.isolation)
 
-
-def with_config(config: SandboxConfig | None, **changes) -> SandboxConfig:
-    return replace(config or SandboxConfig(), **changes)
