@@ -43,44 +43,49 @@ def _write_run_files(cfg: ServeConfig, url: str) -> None:
     (out / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
-def deploy(cfg: ServeConfig, *, ready_timeout: float = 900.0) -> str:
-    """Start Serve's HTTP proxy (if not running) and deploy/update the app; its base URL.
-    Blocks until every deployment is running, or raises naming the timeout."""
+def deploy(cfg: ServeConfig, *, ready_timeout: float = 900.0, extra=()) -> str:
+    """Start Serve's HTTP proxy (if not running), deploy or update the app in place (and
+    ``extra`` RunTargets alongside), wait until all are running; the app's base URL."""
     from ray import serve
 
     from selfdebug.serve.app import build_debug_app
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    _run_and_wait(build_debug_app(cfg), cfg, ready_timeout)
+    target = serve.RunTarget(target=build_debug_app(cfg), name=cfg.name,
+                             route_prefix=cfg.route_prefix)
+    serve.run_many([target, *extra], wait_for_applications_running=False)
+    wait_running([cfg.name, *(t.name for t in extra)], ready_timeout)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
 
 
-def _run_and_wait(app, cfg: ServeConfig, timeout_s: float):
-    """serve.run waits for the app to be RUNNING; a deployment that cannot start makes it
-    raise. Bounded here so a stuck deployment (no CPUs left, say) is reported."""
-    import threading
-
+def wait_running(names: list[str], timeout_s: float) -> None:
+    """Until every named application is RUNNING; raises on DEPLOY_FAILED/UNHEALTHY or after
+    ``timeout_s``, naming the application and Serve's message (a deployment that cannot be
+    scheduled, say, otherwise waits forever)."""
     from ray import serve
 
-    result: dict = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        apps = serve.status().applications
+        states = {n: apps.get(n) for n in names}
+        if all(a is not None and a.status == "RUNNING" for a in states.values()):
+            return
+        for n, a in states.items():
+            if a is not None and a.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"application {n!r} {a.status}: {a.message}"
+                                   f"{_deployment_messages(a)}")
+        if time.monotonic() > deadline:
+            waiting = {n: (a.status if a else "absent") for n, a in states.items()}
+            detail = "".join(_deployment_messages(a) for a in states.values() if a)
+            raise TimeoutError(f"Serve applications not running after {timeout_s:.0f} s: "
+                               f"{waiting}{detail}")
+        time.sleep(0.5)
 
-    def target():
-        try:
-            result["handle"] = serve.run(app, name=cfg.name, route_prefix=cfg.route_prefix)
-        except Exception as e:  # noqa: BLE001  re-raised in the caller's thread
-            result["error"] = e
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        status = serve.status().applications.get(cfg.name)
-        raise TimeoutError(f"application {cfg.name!r} not ready after {timeout_s:.0f} s; "
-                           f"Serve status: {status}")
-    if "error" in result:
-        raise result["error"]
-    return result["handle"]
+def _deployment_messages(app) -> str:
+    return "".join(f"\n  {name}: {d.status} {d.message}" for name, d in
+                   app.deployments.items() if d.status != "HEALTHY")
 
 
 def main(argv: list[str] | None = None) -> int:
