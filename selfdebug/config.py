@@ -101,7 +101,3 @@ def load_job_config(cls: type[T], path, overrides, prog: str) -> T | None:
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return None
     return cfg
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
