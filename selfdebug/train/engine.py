@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from selfdebug.metadata import version_in
+
 # The DeepSpeed versions whose ``deepspeed.comm.torch.build_shm_op`` we replace (a private
 # name; tests/test_train_engine.py fails when the installed version leaves this range).
 DEEPSPEED_SHM_PATCH_VERSIONS = ("0.16", "0.20")  # [min, max)
@@ -48,19 +50,6 @@ def in_ray_train() -> bool:
         return True
     except (ImportError, RuntimeError):
         return False
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in v.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits or 0))
-    return tuple(out)
-
-
-def version_in(version: str, bounds: tuple[str, str]) -> bool:
-    """``bounds[0] <= version < bounds[1]`` on (major, minor, patch)."""
-    return _version_tuple(bounds[0]) <= _version_tuple(version) < _version_tuple(bounds[1])
 
 
 def skip_deepspeed_shm_build() -> bool:
@@ -231,6 +220,13 @@ def initialize(model, ds_cfg: dict, optim: OptimSpec | None):
     import deepspeed
 
     if optim is None:
+        # ZeRO 1/2 partition optimizer state only and want an optimizer: a frozen model
+        # runs at stage 0 (whole on each rank); ZeRO-3 keeps its parameter partitions
+        # (as OpenRLHF's eval config does).
+        zero = dict(ds_cfg.get("zero_optimization", {}))
+        if zero.get("stage") != 3:
+            zero = {"stage": 0}
+        ds_cfg = {**ds_cfg, "zero_optimization": zero}
         engine, *_ = deepspeed.initialize(model=model, config=ds_cfg)
         engine.eval()
         for p in engine.module.parameters():
