@@ -8,8 +8,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from selfdebug.llm.generate import EngineSection
 from selfdebug.config import SandboxSection
+from selfdebug.llm.generate import EngineSection
 
 MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
 ENGINES = ("vllm", "oracle", "empty")  # oracle / empty: test doubles, see oracle.py

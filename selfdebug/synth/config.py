@@ -8,9 +8,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
-from selfdebug.config import SandboxSection
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("refine", "explain_refine")
