@@ -12,6 +12,7 @@ COMMANDS = {
     "synth": ("selfdebug.synth.cli", "synthesize the self-debugging dataset"),
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
+    "serve": ("selfdebug.serve.cli", "serve the debugger: OpenAI API + /v1/debug (Ray Serve)"),
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from selfdebug.config import _build, load_config
+from selfdebug.config import _build, load_config, validate
 from selfdebug.serve.config import ServeConfig
 
 INGRESS_NAME = "SelfDebugIngress"
@@ -131,7 +131,7 @@ def load_serve_config(args: dict) -> ServeConfig:
     cfg = load_config(ServeConfig, path, overrides)
     if args:  # inline keys win over the file
         cfg = _build(ServeConfig, _merge(asdict(cfg), args), "")
-    cfg.validate()
+        validate(cfg)
     return cfg
 
 

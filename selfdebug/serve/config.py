@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection
-from selfdebug.sandbox.judge import SandboxConfig
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Autoscaling:
                 "upscale_delay_s": self.upscale_delay_s,
                 "downscale_delay_s": self.downscale_delay_s}
 
-    def validate(self, where: str) -> None:
+    def check(self, where: str) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise ValueError(f"{where}: need 0 <= min_replicas <= max_replicas, max >= 1 "
                              f"(got {self.min_replicas}, {self.max_replicas})")
@@ -46,20 +46,18 @@ class ModelSection:
 
 
 @dataclass
-class SandboxSection(SandboxConfig):
-    """SandboxConfig fields + how the sandbox deployment is sized (INTERFACES.md section 4):
-    ``actors`` replicas at start (autoscaling between ``actors`` and ``max_actors``), each
-    holding ``workers_per_actor`` fork servers."""
+class ServeSandboxSection(SandboxSection):
+    """The common ``sandbox:`` section; ``actors`` replicas at start, autoscaling up to
+    ``max_actors`` (each replica holds ``workers_per_actor`` fork servers)."""
 
-    actors: int = 1
     max_actors: int = 1
-    workers_per_actor: int = 2
-    cpus_per_actor: float = 0.5  # fractional: the fork servers do the work (DESIGN.md)
     target_ongoing_requests: float = 4.0
 
-    def judge_config(self) -> SandboxConfig:
-        names = SandboxConfig.__dataclass_fields__
-        return SandboxConfig(**{k: getattr(self, k) for k in names})
+    def validate(self) -> None:
+        super().validate()
+        if self.max_actors < self.actors:
+            raise ValueError(f"sandbox.max_actors ({self.max_actors}) < sandbox.actors "
+                             f"({self.actors})")
 
 
 @dataclass
@@ -96,7 +94,7 @@ class ServeConfig:
     api_key_file: str = ""
     log_encoding: str = "JSON"  # Ray Serve structured logs (JSON | TEXT)
     model: ModelSection = field(default_factory=ModelSection)
-    sandbox: SandboxSection = field(default_factory=SandboxSection)
+    sandbox: ServeSandboxSection = field(default_factory=ServeSandboxSection)
     debug: DebugLimits = field(default_factory=DebugLimits)
     ingress: Autoscaling = field(default_factory=lambda: Autoscaling(
         min_replicas=1, max_replicas=1, target_ongoing_requests=32.0))
@@ -107,12 +105,9 @@ class ServeConfig:
             raise ValueError("model.path: needs an exported checkpoint dir, a hub name or 'tiny'")
         if not self.model.model_id:
             raise ValueError("model.model_id must not be empty")
-        self.model.autoscaling.validate("model.autoscaling")
-        self.ingress.validate("ingress")
-        if not 1 <= self.sandbox.actors <= max(1, self.sandbox.max_actors):
-            raise ValueError("sandbox: need 1 <= actors <= max_actors")
-        if self.sandbox.workers_per_actor < 1:
-            raise ValueError("sandbox.workers_per_actor must be >= 1")
+        self.model.autoscaling.check("model.autoscaling")
+        self.ingress.check("ingress")
+        self.sandbox.validate()
         d = self.debug
         if not 1 <= d.default_rounds <= d.max_rounds:
             raise ValueError("debug: need 1 <= default_rounds <= max_rounds")

@@ -8,9 +8,9 @@ import asyncio
 import logging
 import os
 
+from selfdebug.config import SandboxSection
 from selfdebug.sandbox.pool import SandboxPool
 from selfdebug.schema import Problem
-from selfdebug.serve.config import SandboxSection
 
 log = logging.getLogger("ray.serve")
 
