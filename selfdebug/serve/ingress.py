@@ -87,7 +87,9 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.key and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+        path, root = scope["path"], scope.get("root_path", "")
+        path = path[len(root):] if root and path.startswith(root) else path  # route_prefix
+        if self.key and path not in OPEN_PATHS and not self._authorized(headers):
             missing = b"authorization" not in headers and b"x-api-key" not in headers
             return await self._reply(send, 401, "missing API key: send 'Authorization: Bearer "
                                      "<key>'" if missing else "wrong API key", "authorization")
