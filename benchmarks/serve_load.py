@@ -11,7 +11,10 @@ between the two servers (so that load from elsewhere on the machine hits both al
   overhead in % at p50 (target <= 10 %);
 - throughput: ``--requests`` long requests, ``--concurrency`` in flight: req/s, tokens/s;
 - /v1/debug with one round (MBPP 17, a wrong program, its three tests): req/s at
-  ``--concurrency``, and the mean split of a request into model and sandbox time.
+  ``--concurrency``, and the mean split of a request into model and sandbox time;
+- ``--rollout``: redeploy the application in place with a new checkpoint (a copy of the
+  model directory) while 4 clients keep sending chat requests; failures, slowest request
+  and how long the update took.
 """
 
 from __future__ import annotations
@@ -157,6 +160,51 @@ async def measure(servers: dict, model: str, args) -> dict:
     return out
 
 
+def rollout(cfg, url: str, model_path: str) -> dict:
+    """In-place update to a new checkpoint under load (see the module docstring)."""
+    import shutil
+    import threading
+    from dataclasses import replace
+
+    import httpx
+
+    from selfdebug.serve.cli import deploy
+
+    new_ckpt = Path(tempfile.mkdtemp(prefix="serve-bench-ckpt-")) / "export"
+    shutil.copytree(model_path, new_ckpt)
+    body = {"model": cfg.model.model_id, "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 16}
+    stop, results = threading.Event(), []
+
+    def client():
+        with httpx.Client() as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    code = c.post(f"{url}/v1/chat/completions", json=body, timeout=600).status_code
+                except httpx.HTTPError as e:
+                    code = repr(e)
+                results.append((code, time.perf_counter() - t0))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    t0 = time.monotonic()
+    deploy(replace(cfg, model=replace(cfg.model, path=str(new_ckpt))), ready_timeout=600)
+    took = time.monotonic() - t0
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(600)
+    failed = [r for r in results if r[0] != 200]
+    out = {"requests": len(results), "failed": len(failed), "update_s": took,
+           "slowest_s": max(t for _, t in results)}
+    print(f"\nrollout to a new checkpoint under load: {out['requests']} requests, "
+          f"{out['failed']} failed, slowest {out['slowest_s']:.1f} s, update took {took:.0f} s")
+    return out
+
+
 def report(raw: dict) -> dict:
     rows = {}
     for name in ("serve", "vllm"):
@@ -201,6 +249,8 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=32, help="throughput requests")
     p.add_argument("--debug-requests", type=int, default=16)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--rollout", action="store_true",
+                   help="also measure an in-place update to a new checkpoint under load")
     p.add_argument("--out", type=Path, default=REPO / "runs/bench/serve_load.json")
     args = p.parse_args(argv)
 
@@ -227,6 +277,9 @@ def main(argv=None) -> int:
         asyncio.run(_wait_http(f"http://127.0.0.1:{vport}/v1/models", vllm, 600))
         servers = {"serve": url, "vllm": f"http://127.0.0.1:{vport}"}
         summary = report(asyncio.run(measure(servers, cfg.model.model_id, args)))
+        vllm.terminate()  # its CPU goes back to the app for the update
+        if args.rollout:
+            summary["rollout"] = rollout(cfg, url, model_path)
     finally:
         vllm.terminate()
         try:

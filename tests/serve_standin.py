@@ -13,17 +13,19 @@ class StandInModel:
     def __init__(self, answers: dict[str, str], version: str = "v1", delay_s: float = 0.0):
         self.answers, self.version, self.delay_s = answers, version, delay_s
         self.prompts: list[str] = []
-
-    async def completions(self, body, raw_request_info=None):
+        # vLLM's protocol classes take seconds to import: not on the first request
         from ray.llm._internal.serve.core.configs.openai_api_models import CompletionResponse
 
+        self.response_cls = CompletionResponse
+
+    async def completions(self, body, raw_request_info=None):
         prompt = body.prompt if isinstance(body.prompt, str) else str(body.prompt)
         self.prompts.append(prompt)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         reply = next((r for k, r in self.answers.items() if k in prompt),
                      f"no idea ({self.version})")
-        yield CompletionResponse(model=body.model or "standin", choices=[
+        yield self.response_cls(model=body.model or "standin", choices=[
             {"index": 0, "text": reply.replace("{version}", self.version),
              "finish_reason": "stop"}],
             usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
