@@ -176,3 +176,45 @@ def test_builder_args_file_overrides_and_inline_keys(tmp_path):
     assert cfg.model.path == "tiny" and cfg.sandbox.workers_per_actor == 2
     with pytest.raises(ValueError, match="unknown key"):
         load_serve_config({"modle": {}})
+
+
+def test_guard_api_key_and_body_limit(tmp_path, monkeypatch):
+    """The ingress middleware on a plain Starlette app: keys from the env var or a file,
+    probes open (under a route prefix too), bodies over the limit refused (chunked too)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from selfdebug.serve.guard import Guard
+
+    async def echo(request):
+        return PlainTextResponse(str(len(await request.body())))
+
+    routes = [Route("/v1/debug", echo, methods=["POST"]), Route("/healthz", echo)]
+    (tmp_path / "key").write_text("s3cret\n")
+    monkeypatch.setenv("SD_TEST_KEY", "envkey")
+    for key, kwargs in (("s3cret", {"api_key_env": "", "api_key_file": str(tmp_path / "key")}),
+                        ("envkey", {"api_key_env": "SD_TEST_KEY", "api_key_file": ""})):
+        app = Starlette(routes=routes)
+        app.add_middleware(Guard, max_body_bytes=100, **kwargs)
+        c = TestClient(app)
+        r = c.post("/v1/debug", content=b"{}")
+        assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
+        r = c.post("/v1/debug", content=b"{}", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.json()["error"]["message"] == "wrong API key"
+        auth = {"Authorization": f"Bearer {key}"}
+        assert c.post("/v1/debug", content=b"x" * 100, headers=auth).text == "100"
+        assert c.post("/v1/debug", content=b"{}", headers={"X-API-Key": key}).text == "2"
+        assert c.get("/healthz").status_code == 200  # probes need no key
+        r = c.post("/v1/debug", content=b"x" * 101, headers=auth)
+        assert r.status_code == 413 and r.json()["error"]["param"] == "body"
+        chunked = c.post("/v1/debug", content=iter([b"x" * 60, b"x" * 60]), headers=auth)
+        assert chunked.status_code == 413
+    prefixed = Starlette(routes=routes)
+    prefixed.add_middleware(Guard, max_body_bytes=100, api_key_env="SD_TEST_KEY",
+                            api_key_file="")
+    assert TestClient(prefixed, root_path="/standin").get("/healthz").status_code == 200
+    open_app = Starlette(routes=routes)
+    open_app.add_middleware(Guard, max_body_bytes=100, api_key_env="", api_key_file="")
+    assert TestClient(open_app).post("/v1/debug", content=b"{}").status_code == 200
