@@ -48,7 +48,9 @@ def llm_config(cfg: ServeConfig, model_path: str):
         "max_ongoing_requests": m.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": m.replica_cpus},
         "logging_config": {"encoding": cfg.log_encoding},
-        # Rolling update: an old replica finishes its in-flight requests before it stops.
+        # Rolling update: new replicas come up while old ones serve (surge), and an old
+        # replica finishes its in-flight requests before it stops.
+        "max_surge_percent": m.surge_percent,
         "graceful_shutdown_timeout_s": cfg.debug.request_timeout_s,
     }
     extra = {"accelerator_type": m.accelerator_type} if m.accelerator_type and not cpu else {}
@@ -79,6 +81,8 @@ def sandbox_deployment(cfg: ServeConfig):
         max_ongoing_requests=2 * s.workers_per_actor,
         ray_actor_options={"num_cpus": s.cpus_per_actor},
         logging_config={"encoding": cfg.log_encoding},
+        max_surge_percent=100,  # CPU-only: a new replica is up before an old one stops
+        graceful_shutdown_timeout_s=cfg.debug.sandbox_timeout_s,
     ).bind(s)
 
 
@@ -114,6 +118,7 @@ def build_debug_app(cfg: ServeConfig, *, model=None):
         max_ongoing_requests=max(64, int(4 * cfg.ingress.target_ongoing_requests)),
         ray_actor_options={"num_cpus": cfg.ingress_cpus},
         logging_config={"encoding": cfg.log_encoding},
+        max_surge_percent=100,
         graceful_shutdown_timeout_s=cfg.debug.request_timeout_s,
     )
     return ingress.bind(

@@ -40,6 +40,10 @@ class ModelSection:
     engine: EngineSection = field(default_factory=EngineSection)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     max_ongoing_requests: int = 64  # per replica; vLLM batches what is in flight
+    # Rolling update (new checkpoint): extra replicas allowed while old ones still serve, in
+    # % of the target. 100: every new replica is up before an old one stops (needs room for
+    # them: on a single GPU use 0 — old stops first, requests wait for the new one).
+    surge_percent: int = 100
     accelerator_type: str = ""  # GPU type for Ray scheduling (e.g. "A10G"); "" = any
     # Ray CPUs of the replica process itself (the engine's bundle is engine.num_cpus).
     replica_cpus: float = 0.5
@@ -106,6 +110,8 @@ class ServeConfig:
         if not self.model.model_id:
             raise ValueError("model.model_id must not be empty")
         self.model.autoscaling.check("model.autoscaling")
+        if not 0 <= self.model.surge_percent <= 100:
+            raise ValueError("model.surge_percent must be in 0..100")
         self.ingress.check("ingress")
         self.sandbox.validate()
         d = self.debug
