@@ -101,6 +101,30 @@ def test_units_not_run_give_no_rows():
     assert [(r["mode"], r["round"]) for r in got] == [("init", 0), ("refine", 1)]
 
 
+def test_success_rates_round_one_and_paper_average():
+    from selfdebug.evaluate.metrics import PAPER_BENCHMARKS, success_rates
+    from selfdebug.evaluate.report import success_table
+
+    rows = []
+    # benchmark i: 4 wrong samples of which i+1 are fixed in round 1, all 4 in round 2
+    for i, bench in enumerate(PAPER_BENCHMARKS):
+        for s in range(4):
+            rows += [v("T", s, "init", 0, False, bench=bench),
+                     v("T", s, "refine", 1, s <= i, bench=bench),
+                     v("T", s, "refine", 2, True, bench=bench)]
+    res = compute_metrics(rows, ["m"], list(PAPER_BENCHMARKS), ["refine"], 2, [1])
+    (rate,) = success_rates(res, ["m"], list(PAPER_BENCHMARKS), ["refine"])
+    assert rate["rates"] == {b: (i + 1) / 4 for i, b in enumerate(PAPER_BENCHMARKS)}
+    assert rate["average"] == pytest.approx((1 + 2 + 3 + 4) / 16)
+    assert success_table(res, ["m"], list(PAPER_BENCHMARKS), ["refine"]).splitlines()[2] == \
+        "| m | Refine | 25.0 | 50.0 | 75.0 | 100.0 | 62.5 |"
+    # three of the four benchmarks: no average, and the table says so with a dash
+    three = list(PAPER_BENCHMARKS[:3])
+    (rate,) = success_rates(res, ["m"], three, ["refine"])
+    assert rate["average"] is None and rate["average_over"] == three
+    assert success_table(res, ["m"], three, ["refine"]).splitlines()[2].endswith("| – |")
+
+
 def test_program_rule():
     prefix = "def add(a, b):\n    '''Add.'''\n"
     body = "```python\n    return a + b\n```"
@@ -156,8 +180,12 @@ def test_store_recompute_and_table(tmp_path):
     md = table2(data["results"], ["m"], ["B"], ["refine", "explain_refine"], [1, 2])
     lines = md.splitlines()
     assert lines[0] == "| Model | Method | B pass@1 | B pass@2 |"
-    assert lines[2:] == ["| m | Init | 25.0 | 50.0 |", "|  | Refine | 100.0 | 100.0 |",
+    # rounds = 2, yet Table 2 shows round 1 (Refine 75.0, not round 2's 100.0): LeDex's
+    # Table 2 is one refinement per wrong sample; later rounds are its Figure 4 and are in
+    # the per-round table.
+    assert lines[2:] == ["| m | Init | 25.0 | 50.0 |", "|  | Refine | 75.0 | 100.0 |",
                          "|  | Expl+Refine | 25.0 | 50.0 |"]
+    assert "| m | Refine | 2 | 100.0 | 100.0 |" in (tmp_path / "recomputed.md").read_text()
     # another n on the same directory must not mix with these shards
     other = _cfg(tmp_path, n=3)
     other.benchmarks = cfg.benchmarks
