@@ -8,6 +8,7 @@ import json
 import re
 import warnings
 
+from selfdebug.problems.evalplus_inputs import mbpp_deserialize_inputs
 from selfdebug.schema import Problem, TestSuite
 
 # MBPP's standard splits (Austin et al. 2021) by task id.
@@ -122,6 +123,9 @@ def evalplus(rec: dict, plus: bool = True) -> Problem:
     base = _json_field(rec["base_input"])
     extra = _json_field(rec.get("plus_input") or []) if plus else []
     is_mbpp = rec["task_id"].startswith("Mbpp/")
+    if is_mbpp:  # tuples, sets and complex numbers that JSON stored as lists and strings
+        base = mbpp_deserialize_inputs(rec["task_id"], base)
+        extra = mbpp_deserialize_inputs(rec["task_id"], extra)
     prompt = rec["prompt"]
     canonical = rec["canonical_solution"] if is_mbpp else prompt + rec["canonical_solution"]
     return Problem(

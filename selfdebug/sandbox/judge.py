@@ -25,7 +25,7 @@ from pathlib import Path
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
 from selfdebug.sandbox.asserts import RESULTS, split_assert
-from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
+from selfdebug.sandbox.compare import CallOracle, apps_equal, evalplus_dataset, stdout_equal
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
 from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, SessionDead
 from selfdebug.schema import ExecResult, Problem
@@ -67,7 +67,6 @@ class _Prepared:
     encoded_inputs: list = field(default_factory=list)
     expected: list | None = None
     raised: set = field(default_factory=set)  # inputs on which the canonical solution raised
-    poly: object = None  # HumanEval/32 (find_zero) is judged by its root, as EvalPlus does
 
 
 def _cache_root(config: SandboxConfig) -> Path:
@@ -145,8 +144,6 @@ class Judge:
         elif t.kind == "call":
             prep.encoded_inputs = [[wire.encode(a) for a in inp] for inp in t.inputs]
             prep.expected = list(t.outputs) if t.outputs is not None else None
-            if problem.entry_point == "find_zero" and problem.source.startswith("humaneval"):
-                prep.poly = lambda xs, x: sum(c * x**i for i, c in enumerate(xs))
         self._prepared[problem.task_id] = prep
         needs_expected = t.kind == "call" and prep.expected is None
         if needs_expected or (self.config.calibrate and problem.time_limit is None):
@@ -378,6 +375,9 @@ class Judge:
             return self._load_failure(load, n, prep.limit)
         outcomes: list[str] = []
         notes: dict = {"outputs": []} if collect else {}
+        # EvalPlus' per-input checks, special oracles included (compare.py)
+        oracle = CallOracle(t.atol, evalplus_dataset=evalplus_dataset(problem.source),
+                            entry_point=ep, base_count=t.base_count)
         try:
             replies = self.server.read_stream(n, prep.limit, first=load)
             for i, (reply, seconds) in enumerate(replies):
@@ -405,7 +405,7 @@ class Judge:
                     outcomes.append("pass")
                     continue
                 got = wire.decode(resp["ok"], lambda d: RemoteRef(session, d, call()))
-                ok = self._call_ok(problem, prep, i, got)
+                ok = self._call_ok(problem, prep, i, got, oracle)
                 outcomes.append("pass" if ok else "fail")
                 if not ok:
                     notes.setdefault("first", f"`{call()}` returned {fb.show(got)}, expected "
@@ -415,19 +415,13 @@ class Judge:
         outcomes += ["skipped"] * (n - len(outcomes))
         return outcomes, notes
 
-    def _call_ok(self, problem, prep, i, got) -> bool:
+    def _call_ok(self, problem, prep, i, got, oracle: CallOracle) -> bool:
         if i in prep.raised:
             return False  # the canonical solution raised on this input: no verdict possible
         expected = prep.expected[i]
-        if prep.poly is not None:
-            try:
-                return abs(prep.poly(problem.tests.inputs[i][0], got)) <= max(
-                    problem.tests.atol, 1e-6)
-            except Exception:  # noqa: BLE001
-                return False
         if problem.source == "apps":
             return apps_equal(got, expected)
-        return values_equal(got, expected, problem.tests.atol)
+        return oracle.check(i, got, expected, problem.tests.inputs[i])
 
     def _run_io(self, problem, prep, code, times=None):
         t = problem.tests
