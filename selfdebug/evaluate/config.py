@@ -38,6 +38,7 @@ class BenchmarkSpec:
     limit: int = 0  # first N tasks (0 = all)
     task_ids: list[str] = field(default_factory=list)  # explicit subset (after split/limit)
     plus: bool = True  # EvalPlus: base + plus inputs (False = base inputs only)
+    challenge: bool = False  # MBPP: also challenge_test_list (reported numbers use test_list)
 
 
 @dataclass

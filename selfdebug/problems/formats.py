@@ -84,16 +84,22 @@ def _entry_from_asserts(asserts: list[str], code: str = "") -> str:
     return fallback
 
 
-def _mbpp_prompt(text: str, first_test: str) -> str:
-    return f"{text.strip()}\nYour code should pass this test:\n{first_test.strip()}\n"
+def _mbpp_prompt(text: str, tests: list[str]) -> str:
+    # As in Austin et al. (2021) and the usual MBPP prompts: the task and all of its tests
+    shown = "\n".join(t.strip() for t in tests)
+    return f"{text.strip()}\nYour code should pass these tests:\n{shown}\n"
 
 
-def mbpp(rec: dict) -> Problem:
-    tests = [t for t in rec["test_list"]] + list(rec.get("challenge_test_list") or [])
+def mbpp(rec: dict, challenge: bool = False) -> Problem:
+    """MBPP (full): judged on ``test_list``; ``challenge`` adds ``challenge_test_list`` (the
+    harder hidden tests, opt-in: the benchmark's reported numbers use test_list only)."""
+    tests = list(rec["test_list"])
+    if challenge:
+        tests += list(rec.get("challenge_test_list") or [])
     code = rec["code"].replace("\r\n", "\n")
     return Problem(
         task_id=f"Mbpp/{rec['task_id']}",
-        prompt=_mbpp_prompt(rec["text"], rec["test_list"][0]),
+        prompt=_mbpp_prompt(rec["text"], rec["test_list"]),
         entry_point=_entry_from_asserts(rec["test_list"], code),
         canonical_solution=code,
         tests=TestSuite(kind="assert", asserts=[t.strip() for t in tests],
@@ -105,7 +111,7 @@ def mbpp(rec: dict) -> Problem:
 def mbpp_sanitized(rec: dict) -> Problem:
     return Problem(
         task_id=f"Mbpp/{rec['task_id']}",
-        prompt=_mbpp_prompt(rec["prompt"], rec["test_list"][0]),
+        prompt=_mbpp_prompt(rec["prompt"], rec["test_list"]),
         entry_point=_entry_from_asserts(rec["test_list"], rec["code"]),
         canonical_solution=rec["code"],
         tests=TestSuite(kind="assert", asserts=[t.strip() for t in rec["test_list"]],
