@@ -39,6 +39,8 @@ class BenchmarkSpec:
     task_ids: list[str] = field(default_factory=list)  # explicit subset (after split/limit)
     plus: bool = True  # EvalPlus: base + plus inputs (False = base inputs only)
     challenge: bool = False  # MBPP: also challenge_test_list (reported numbers use test_list)
+    date_from: str = ""  # LiveCodeBench release-date window, YYYY-MM-DD inclusive ("" = open)
+    date_to: str = ""
 
 
 @dataclass

@@ -234,6 +234,10 @@ def apps_mapcoder(rec: dict) -> Problem:
 def detect(rec: dict) -> str:
     """Name of the format a record is in (or raise FormatError)."""
     keys = set(rec)
+    if {"question_content", "public_test_cases", "private_test_cases", "contest_date"} <= keys:
+        return "livecodebench"
+    if {"task_id", "declaration", "buggy_solution", "entry_point", "test"} <= keys:
+        return "humanevalfix"
     if {"task_id", "prompt", "entry_point", "canonical_solution"} <= keys and (
             "base_input" in keys or "plus_input" in keys):
         return "evalplus"
@@ -255,7 +259,9 @@ def detect(rec: dict) -> str:
         f"unrecognised record with keys {sorted(keys)}; expected HumanEval (task_id, prompt, "
         "entry_point, canonical_solution, test), MBPP (text, code, test_list), sanitized MBPP "
         "(prompt, code, test_list), EvalPlus (… base_input, plus_input), CodeContests "
-        "(description + tests or public_tests/private_tests) or APPS (question, input_output)")
+        "(description + tests or public_tests/private_tests), APPS (question, input_output), "
+        "LiveCodeBench (question_content, public_test_cases, private_test_cases, contest_date) "
+        "or HumanEvalFix (task_id, declaration, buggy_solution, entry_point, test)")
 
 
 PARSERS = {
@@ -268,3 +274,13 @@ PARSERS = {
     "apps": apps,
     "apps_mapcoder": apps_mapcoder,
 }
+
+
+def _register_repair_formats() -> None:
+    # repair.py builds on this module's helpers, so its parsers join the table here
+    from selfdebug.problems.repair import humanevalfix, livecodebench
+
+    PARSERS.update(livecodebench=livecodebench, humanevalfix=humanevalfix)
+
+
+_register_repair_formats()

