@@ -1,0 +1,52 @@
+"""Few-shot prompts for base models: shots from the prompt split only, the plain template's
+end-of-turn marker as a stop string, and code taken from the first assistant turn."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfdebug.llm.extract import extract_code, extract_explanation, first_turn
+from selfdebug.llm.prompts import FALLBACK_END, generate_messages, render_prompt, stop_strings
+from selfdebug.problems import load_problems
+from selfdebug.problems.shots import FewShotConfig, few_shot_pairs
+
+
+def test_shots_come_from_the_prompt_split_and_never_leak(shared_data):
+    cfg = FewShotConfig(k=3, source=str(shared_data / "mbpp.jsonl"))
+    test_ids = [p.task_id for p in load_problems(shared_data / "mbpp.jsonl", split="test")]
+    shots = few_shot_pairs(cfg, exclude=test_ids)
+    assert len(shots) == 3 and shots[0][0].startswith("Write a function to find the minimum")
+    assert all("def " in code for _, code in shots)
+    # a shot among the evaluated problems is an error naming it
+    with pytest.raises(ValueError, match=r"shots \['Mbpp/2'\] are among the problems"):
+        few_shot_pairs(cfg, exclude=["Mbpp/2", "Mbpp/500"])
+    with pytest.raises(ValueError, match="has 10 problems with a solution, 11 asked for"):
+        few_shot_pairs(FewShotConfig(k=11, source=cfg.source))
+    assert few_shot_pairs(FewShotConfig()) == []
+    with pytest.raises(ValueError, match="needs few_shot.source"):
+        FewShotConfig(k=3).validate()
+
+
+def test_base_model_prompt_carries_k_shots_and_stops_at_the_marker(shared_data):
+    shots = few_shot_pairs(FewShotConfig(k=3, source=str(shared_data / "mbpp.jsonl")))
+    text = render_prompt(None, generate_messages("Write a function add(a, b).", shots))
+    assert text.count("<|user|>") == 4 and text.count("<|assistant|>") == 4  # 3 shots + ask
+    assert text.count(FALLBACK_END) == 7 and text.endswith("<|assistant|>\n")
+    assert stop_strings(None) == [FALLBACK_END]
+
+    class Chat:  # a tokenizer with a chat template stops at its own EOS
+        chat_template = "{{ messages }}"
+
+    assert stop_strings(Chat()) == []
+
+
+def test_code_is_taken_from_the_first_assistant_turn():
+    reply = ("The sum.\n```python\ndef add(a, b):\n    return a + b\n```<|end|>\n<|user|>\n"
+             "Now multiply.<|end|>\n<|assistant|>\n```python\ndef mul(a, b):\n"
+             "    return a * b\n```")
+    assert first_turn(reply).endswith("```")
+    assert extract_code(reply) == "def add(a, b):\n    return a + b"
+    assert extract_explanation(reply) == "The sum."
+    # a reply without invented turns is unchanged: the last python block of it
+    plain = "```python\nx = 1\n```\nbetter:\n```python\nx = 2\n```"
+    assert first_turn(plain) == plain and extract_code(plain) == "x = 2"
