@@ -117,3 +117,30 @@ def test_humanevalfix_prompt_tests_and_judging(tmp_path):
         assert buggy.status == "failed" and buggy.passed == 1  # add(0, 0) == 0 either way
     finally:
         judge.close()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(420)
+def test_repair_benchmarks_are_columns_of_the_eval_report(ray_cluster, tmp_path):
+    """`selfdebug eval` on HumanEvalFix and LiveCodeBench files, with the test-double
+    engines through the real sandbox: the oracle (the reference solution) fixes every
+    HumanEvalFix task; LiveCodeBench ships no reference, so nothing passes there."""
+    from selfdebug.evaluate.config import BenchmarkSpec, EvalConfig, ModelSpec
+    from selfdebug.evaluate.pipeline import run_eval
+    from selfdebug.evaluate.report import table2
+
+    fix = dict(HEFIX, task_id="Python/1")
+    hef = _write(tmp_path / "humanevalpack.jsonl", [HEFIX, fix])
+    lcb = _write(tmp_path / "test.jsonl", LCB)
+    cfg = EvalConfig(output_dir=str(tmp_path / "out"), n=1, rounds=1, ks=[1],
+                     models=[ModelSpec("oracle", engine="oracle")],
+                     benchmarks=[BenchmarkSpec("HumanEvalFix", str(hef)),
+                                 BenchmarkSpec("LiveCodeBench", str(lcb),
+                                               date_from="2024-01-01")])
+    data = run_eval(cfg, log=print)
+    init = {r["benchmark"]: r for r in data["results"] if r["mode"] == "init"}
+    assert init["HumanEvalFix"]["pass@1"] == 100.0 and init["HumanEvalFix"]["tasks"] == 2
+    assert init["LiveCodeBench"]["pass@1"] == 0.0 and init["LiveCodeBench"]["tasks"] == 2
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert table2(data["results"], ["oracle"], data["benchmarks"], data["modes"], [1]) in md
+    assert "| Model | Method | HumanEvalFix pass@1 | LiveCodeBench pass@1 |" in md
