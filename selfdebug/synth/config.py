@@ -18,6 +18,15 @@ DEFAULT_SOURCE = "../shared/data/mbpp.jsonl"  # relative to the repository root
 
 
 @dataclass
+class SourceSpec:
+    """One problem source of a run (LeDex: MBPP-train, APPS-train, CodeContests-train)."""
+
+    source: str  # file or dataset name, as `source` below
+    split: str = ""  # this source's split ("" = all of a file; see problems.load_problems)
+    limit: int | None = None  # first N problems of it (after the split)
+
+
+@dataclass
 class SynthConfig:
     name: str = "synth"
     out_dir: str = "runs/synth"
@@ -28,6 +37,8 @@ class SynthConfig:
     source: str = DEFAULT_SOURCE  # file (relative: to the cwd, else the repo root) or name
     split: str = "train"  # MBPP split; "" = every problem in the file
     limit: int | None = None  # first N problems (after the split)
+    # several sources in one run, a split each (replaces source/split/limit when set)
+    sources: list[SourceSpec] = field(default_factory=list)
     shard_size: int = 8  # problems per output shard (the unit of resume)
 
     # initial samples: vLLM ("vllm") or an OpenAI-compatible endpoint ("api")
@@ -66,6 +77,10 @@ class SynthConfig:
     overwrite: bool = False  # wipe out_dir first instead of resuming
 
     def validate(self) -> None:
+        if self.sources and (self.source != DEFAULT_SOURCE or self.split != "train"
+                             or self.limit is not None):
+            raise ValueError("sources replaces source/split/limit (it would ignore them); "
+                             "set either sources or source/split/limit")
         bad = sorted(set(self.modes) - set(MODES))
         if bad or not self.modes:
             raise ValueError(f"modes must be a non-empty subset of {list(MODES)}, got {self.modes}")
@@ -94,6 +109,10 @@ class SynthConfig:
             raise ValueError("refine_model is for refiner=self; with refiner=teacher the "
                              "teacher section names the model")
 
+    def problem_sources(self) -> list[SourceSpec]:
+        """The sources this run reads, in order."""
+        return list(self.sources) or [SourceSpec(self.source, self.split, self.limit)]
+
     def fingerprint(self) -> str:
         """Hash of the settings that decide the output rows (not limits or resources).
 
@@ -103,6 +122,8 @@ class SynthConfig:
                 "refine_model", "refine_sampling", "modes", "attempts", "seed")
         d = asdict(self)
         picked = {k: d[k] for k in keys}
+        if self.sources:  # only when used: single-source runs keep their fingerprints
+            picked["sources"] = d["sources"]
         for k in ("sampler_api", "teacher"):
             section = d[k] or {}
             picked[k] = {f: section.get(f) for f in ("base_url", "model", "temperature",

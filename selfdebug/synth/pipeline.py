@@ -28,16 +28,20 @@ from selfdebug.synth.config import SynthConfig, resolve_model, resolve_source
 
 
 def load_plan(cfg: SynthConfig):
-    """(problems by task id, shard plan) in load order."""
+    """(problems by task id, shard plan) in load order, over every source of the run."""
     from selfdebug.problems import load_problems
 
-    problems = load_problems(resolve_source(cfg.source), split=cfg.split or None,
-                             limit=cfg.limit)
-    if not problems:
-        raise ValueError(f"no problems in {cfg.source!r} (split={cfg.split!r})")
-    by_id = {p.task_id: p for p in problems}
-    if len(by_id) != len(problems):
-        raise ValueError(f"{cfg.source}: duplicate task ids")
+    by_id: dict = {}
+    for spec in cfg.problem_sources():
+        problems = load_problems(resolve_source(spec.source), split=spec.split or None,
+                                 limit=spec.limit)
+        if not problems:
+            raise ValueError(f"no problems in {spec.source!r} (split={spec.split!r})")
+        for p in problems:
+            if p.task_id in by_id:
+                raise ValueError(f"{spec.source}: task id {p.task_id!r} appears twice (in "
+                                 "this source or an earlier one of the run)")
+            by_id[p.task_id] = p
     return by_id, S.plan_shards(list(by_id), cfg.shard_size)
 
 
