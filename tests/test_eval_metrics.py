@@ -211,3 +211,7 @@ def test_configs_load_and_validate():
     with pytest.raises(ValueError):
         ModelSpec("x", engine="vllm")  # no path
     assert slug("HumanEval+") == "HumanEval_plus"
+    paper = load_config(EvalConfig, REPO / "jobs" / "configs" / "eval-paper.yaml")
+    assert (paper.n, paper.rounds, paper.ks, paper.sampling.temperature) == (100, 3, [1, 10], 0.8)
+    assert [b.name for b in paper.benchmarks] == ["HumanEval", "MBPP", "HumanEval+", "MBPP+"]
+    assert paper.models[0].path == "codellama/CodeLlama-7b-hf"  # the base model, prompted

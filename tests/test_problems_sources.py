@@ -46,3 +46,14 @@ def test_source_errors_name_the_problem(shared_data, tmp_path):
         {"source": str(shared_data / "apps_test_mapcoder_subset.jsonl"), "split": "train"}]})
     with pytest.raises(ValueError, match="does not say 'train'"):
         load_plan(wrong_split)
+
+
+def test_paper_config_reads_three_sources_with_their_train_splits():
+    from pathlib import Path
+
+    cfg = load_config(SynthConfig, Path(__file__).resolve().parents[1] / "jobs" / "configs"
+                      / "synth-paper.yaml")
+    assert [(s.source, s.split) for s in cfg.problem_sources()] == [
+        ("../shared/data/mbpp.jsonl", "train"), ("apps", "train"), ("code_contests", "train")]
+    assert (cfg.sampling.n, cfg.sampling.temperature, cfg.refiner) == (20, 1.0, "teacher")
+    assert cfg.model == "codellama/CodeLlama-7b-hf"
