@@ -50,3 +50,44 @@ def test_code_is_taken_from_the_first_assistant_turn():
     # a reply without invented turns is unchanged: the last python block of it
     plain = "```python\nx = 1\n```\nbetter:\n```python\nx = 2\n```"
     assert first_turn(plain) == plain and extract_code(plain) == "x = 2"
+
+
+def test_eval_init_prompts_of_a_base_model_carry_the_shots(shared_data, tiny_model_dir,
+                                                           tmp_path):
+    import shutil
+    import types
+
+    from selfdebug.evaluate.config import EvalConfig, ModelSpec
+    from selfdebug.evaluate.pipeline import init_shots
+    from selfdebug.evaluate.stages import init_rows
+
+    mbpp = str(shared_data / "mbpp.jsonl")
+    test = {p.task_id: p for p in load_problems(mbpp, split="test", limit=2)}
+    cfg = EvalConfig(few_shot=FewShotConfig(k=3, source=mbpp))
+    logs = []
+    double = types.SimpleNamespace(spec=ModelSpec("base", engine="empty"), path="")
+    shots = init_shots(cfg, double, test, logs.append)
+    (row, _) = init_rows("base", "MBPP", list(test.values()),
+                         lambda m: render_prompt(None, m), shots)
+    assert row["rendered_prompt"].count("<|assistant|>") == 4  # 3 shots + the task
+    # a model with a chat template (the tiny model has one) is prompted without shots
+    chat = types.SimpleNamespace(spec=ModelSpec("chat", path=str(tiny_model_dir)),
+                                 path=str(tiny_model_dir))
+    assert init_shots(cfg, chat, test, logs.append) is None and "chat template" in logs[-1]
+    # its copy without a template is a base model: shots again
+    base_dir = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base_dir)
+    for f in base_dir.glob("*.jinja"):
+        f.unlink()
+    cfg_file = base_dir / "tokenizer_config.json"
+    import json
+
+    tc = json.loads(cfg_file.read_text())
+    tc.pop("chat_template", None)
+    cfg_file.write_text(json.dumps(tc))
+    base = types.SimpleNamespace(spec=ModelSpec("base", path=str(base_dir)), path=str(base_dir))
+    assert len(init_shots(cfg, base, test, logs.append)) == 3
+    # shots drawn from the evaluated split are refused
+    with pytest.raises(ValueError, match="among the problems"):
+        init_shots(EvalConfig(few_shot=FewShotConfig(k=3, source=mbpp, split="test")), double,
+                   test, logs.append)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection
+from selfdebug.problems.shots import FewShotConfig
 
 MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
 ENGINES = ("vllm", "oracle", "empty")  # oracle / empty: test doubles, see oracle.py
@@ -63,6 +64,9 @@ class EvalConfig:
     rounds: int = 3  # refinement rounds per chain (paper: 3)
     ks: list[int] = field(default_factory=lambda: [1, 10])
     modes: list[str] = field(default_factory=lambda: list(MODES))
+    # Init prompts of models without a chat template (base models): k shots from a prompt
+    # split, as LeDex prompts its base models (3-shot); k = 0: none
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)  # initial samples
     refine_sampling: SamplingSettings = field(default_factory=SamplingSettings)
     # Refinements are one request per wrong sample. Seeded requests are deterministic per
@@ -78,6 +82,7 @@ class EvalConfig:
     ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
 
     def __post_init__(self):
+        self.few_shot.validate()
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise ValueError(f"unknown mode(s) {bad}; choose from {MODES}")
@@ -112,6 +117,8 @@ def unit_fingerprint(cfg: EvalConfig, model: str, benchmark: str, mode: str) -> 
     blob = {"model": asdict(cfg.model(model)), "benchmark": asdict(cfg.benchmark(benchmark)),
             "n": cfg.n, "seed": cfg.seed, "mode": mode, "sampling": stage,
             "init_sampling": asdict(cfg.sampling)}
+    if cfg.few_shot.k:  # the Init prompts carry shots (absent: earlier results stay valid)
+        blob["few_shot"] = asdict(cfg.few_shot)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -108,6 +108,23 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     return data
 
 
+def init_shots(cfg: EvalConfig, model, problems: dict[str, Problem],
+               log: Callable) -> list[tuple[str, str]] | None:
+    """Few-shot turns for the model's Init prompts: only for a model without a chat
+    template (a base model; chat models are prompted as they were trained), never drawn from
+    an evaluated task."""
+    if not cfg.few_shot.k:
+        return None
+    from selfdebug.llm.prompts import model_has_chat_template
+    from selfdebug.problems.shots import few_shot_pairs
+
+    if model.spec.engine == "vllm" and model_has_chat_template(model.path):
+        log(f"{model.spec.name}: has a chat template: Init without few-shot turns")
+        return None
+    evaluated = {p.task_id for p in problems.values()}
+    return few_shot_pairs(cfg.few_shot, exclude=evaluated)
+
+
 def _run_model(cfg: EvalConfig, store: ResultStore, model: _Model,
                benches: dict[str, list[Problem]], problems: dict[str, Problem],
                stage: Callable, log: Callable) -> int:
@@ -121,7 +138,8 @@ def _run_model(cfg: EvalConfig, store: ResultStore, model: _Model,
     pending = [b for b in benches if not store.done(name, b, "init", 0, fp(b, "init"))]
     if pending:
         t = time.time()
-        rows = [r for b in pending for r in init_rows(name, b, benches[b], model.render)]
+        shots = init_shots(cfg, model, problems, log)
+        rows = [r for b in pending for r in init_rows(name, b, benches[b], model.render, shots)]
         results = stage(rows, refine=False)
         for b in pending:
             store.write(name, b, "init", 0, [r for r in results if r["benchmark"] == b],

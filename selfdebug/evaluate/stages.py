@@ -19,10 +19,13 @@ from selfdebug.schema import Problem
 
 
 def init_rows(model: str, benchmark: str, problems: list[Problem],
-              render: Callable[[list[dict]], str]) -> list[dict]:
-    """One row per task; the generator replicates it into n samples."""
+              render: Callable[[list[dict]], str],
+              shots: list[tuple[str, str]] | None = None) -> list[dict]:
+    """One row per task; the generator replicates it into n samples. ``shots``: few-shot
+    (prompt, solution) turns before the task (base models, see problems/shots.py)."""
     return [{"model": model, "benchmark": benchmark, "task_id": qualify(benchmark, p.task_id),
-             "mode": "init", "round": 0, "rendered_prompt": render(generate_messages(p.prompt))}
+             "mode": "init", "round": 0,
+             "rendered_prompt": render(generate_messages(p.prompt, shots))}
             for p in problems]
 
 

@@ -123,6 +123,13 @@ def has_chat_template(tokenizer) -> bool:
     return _has_chat_template(tokenizer)
 
 
+def model_has_chat_template(path: str) -> bool:
+    """`has_chat_template` of the tokenizer saved at ``path`` (a local dir or hub name)."""
+    from transformers import AutoTokenizer
+
+    return _has_chat_template(AutoTokenizer.from_pretrained(path))
+
+
 _SENTINEL = "\u2063SELFDEBUG_ANSWER\u2063"
 
 
