@@ -91,3 +91,23 @@ def test_eval_init_prompts_of_a_base_model_carry_the_shots(shared_data, tiny_mod
     with pytest.raises(ValueError, match="among the problems"):
         init_shots(EvalConfig(few_shot=FewShotConfig(k=3, source=mbpp, split="test")), double,
                    test, logs.append)
+
+
+def test_synth_sampling_requests_carry_the_shots(shared_data):
+    import json
+
+    from selfdebug.synth.config import SynthConfig
+    from selfdebug.synth.rows import generate_request
+
+    mbpp = str(shared_data / "mbpp.jsonl")
+    cfg = SynthConfig(few_shot=FewShotConfig(k=3, source=mbpp))
+    cfg.validate()
+    assert cfg.fingerprint() != SynthConfig().fingerprint()  # other prompts, other data
+    from selfdebug.problems.shots import shots_for_model
+
+    train = {p.task_id: p for p in load_problems(mbpp, split="train", limit=3)}
+    shots = shots_for_model(cfg.few_shot, "", train)  # "" = the plain template
+    messages = json.loads(generate_request(next(iter(train.values())).prompt, None, shots))
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
+    with pytest.raises(ValueError, match="among the problems"):
+        shots_for_model(FewShotConfig(k=3, source=mbpp, split=""), "", {"Mbpp/1": None})

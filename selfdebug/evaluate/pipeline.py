@@ -110,19 +110,12 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
 
 def init_shots(cfg: EvalConfig, model, problems: dict[str, Problem],
                log: Callable) -> list[tuple[str, str]] | None:
-    """Few-shot turns for the model's Init prompts: only for a model without a chat
-    template (a base model; chat models are prompted as they were trained), never drawn from
-    an evaluated task."""
-    if not cfg.few_shot.k:
-        return None
-    from selfdebug.llm.prompts import model_has_chat_template
-    from selfdebug.problems.shots import few_shot_pairs
+    """Few-shot turns for the model's Init prompts (see problems.shots.shots_for_model),
+    never drawn from an evaluated task."""
+    from selfdebug.problems.shots import shots_for_model
 
-    if model.spec.engine == "vllm" and model_has_chat_template(model.path):
-        log(f"{model.spec.name}: has a chat template: Init without few-shot turns")
-        return None
-    evaluated = {p.task_id for p in problems.values()}
-    return few_shot_pairs(cfg.few_shot, exclude=evaluated)
+    path = model.path if model.spec.engine == "vllm" else ""  # doubles: the plain template
+    return shots_for_model(cfg.few_shot, path, {p.task_id for p in problems.values()}, log)
 
 
 def _run_model(cfg: EvalConfig, store: ResultStore, model: _Model,

@@ -42,3 +42,18 @@ def few_shot_pairs(cfg: FewShotConfig, exclude: Iterable[str] = ()) -> list[tupl
         raise ValueError(f"few_shot: shots {leaked} are among the problems being sampled or "
                          f"evaluated; draw them from another split (got {cfg.split!r})")
     return [(p.prompt, p.canonical_solution) for p in shots]
+
+
+def shots_for_model(cfg: FewShotConfig, model_path: str, exclude: Iterable[str],
+                    log=print) -> list[tuple[str, str]] | None:
+    """The shots for a model's generate prompts: only when it has no chat template (a base
+    model, or ``model_path`` "" = the plain template); chat models are prompted as trained."""
+    if not cfg.k:
+        return None
+    if model_path:
+        from selfdebug.llm.prompts import model_has_chat_template
+
+        if model_has_chat_template(model_path):
+            log(f"{model_path} has a chat template: prompts without few-shot turns")
+            return None
+    return few_shot_pairs(cfg, exclude=exclude)

@@ -11,6 +11,7 @@ from pathlib import Path
 from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
+from selfdebug.problems.shots import FewShotConfig
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("refine", "explain_refine")
@@ -53,6 +54,9 @@ class SynthConfig:
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=20, temperature=1.0, top_p=0.95,
                                                max_tokens=512))
+    # sampling prompts of a model without a chat template (a base model): k shots from a
+    # prompt split, never one of the synthesized problems (LeDex: 3-shot); k = 0: none
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
 
     # refinement: the model itself ("self", vLLM) or a teacher over HTTP ("teacher")
     refiner: str = "self"
@@ -77,6 +81,7 @@ class SynthConfig:
     overwrite: bool = False  # wipe out_dir first instead of resuming
 
     def validate(self) -> None:
+        self.few_shot.validate()
         if self.sources and (self.source != DEFAULT_SOURCE or self.split != "train"
                              or self.limit is not None):
             raise ValueError("sources replaces source/split/limit (it would ignore them); "
@@ -124,6 +129,8 @@ class SynthConfig:
         picked = {k: d[k] for k in keys}
         if self.sources:  # only when used: single-source runs keep their fingerprints
             picked["sources"] = d["sources"]
+        if self.few_shot.k:  # likewise: the sampling prompts carry shots
+            picked["few_shot"] = d["few_shot"]
         for k in ("sampler_api", "teacher"):
             section = d[k] or {}
             picked[k] = {f: section.get(f) for f in ("base_url", "model", "temperature",

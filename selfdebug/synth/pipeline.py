@@ -138,6 +138,7 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     import ray
 
     from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY
+    from selfdebug.problems.shots import shots_for_model
     from selfdebug.sandbox.actor import execute_dataset
 
     small = {"num_cpus": cfg.map_cpus}
@@ -148,8 +149,9 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     # Prompts: a shared engine pool renders messages (JSON) with its own tokenizer; for
     # ray.data.llm they are rendered here, once (one tokenizer load, not one per worker).
     render_with = None if sample_api or engines else sample_model
+    shots = shots_for_model(cfg.few_shot, sample_model, problems)  # base models only
     items = [{**R.problem_row(problems[t], s), "gen_request": R.generate_request(
-        problems[t].prompt, render_with)} for s in pending for t in plan[s]]
+        problems[t].prompt, render_with, shots)} for s in pending for t in plan[s]]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
     sample = _generator(
         cfg, api=sample_api, api_config=cfg.sampler_api,

@@ -49,9 +49,10 @@ def request(messages: list[dict], model: str | None) -> str:
     return render(messages, model) if model else json.dumps(messages)
 
 
-def generate_request(problem_prompt: str, model: str | None) -> str:
-    """The generate prompt as a request (see :func:`request`)."""
-    return request(prompts.generate_messages(problem_prompt), model)
+def generate_request(problem_prompt: str, model: str | None,
+                     shots: list[tuple[str, str]] | None = None) -> str:
+    """The generate prompt as a request (see :func:`request`); ``shots``: few-shot turns."""
+    return request(prompts.generate_messages(problem_prompt, shots), model)
 
 
 def extract_sample(row: dict) -> dict:
