@@ -111,3 +111,15 @@ def test_synth_sampling_requests_carry_the_shots(shared_data):
     assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
     with pytest.raises(ValueError, match="among the problems"):
         shots_for_model(FewShotConfig(k=3, source=mbpp, split=""), "", {"Mbpp/1": None})
+
+
+def test_turn_stop_is_added_once_and_only_for_the_plain_template():
+    from selfdebug.llm.prompts import with_turn_stop
+
+    assert with_turn_stop({"max_tokens": 8}, None) == {"max_tokens": 8, "stop": [FALLBACK_END]}
+    assert with_turn_stop({"stop": ["x", FALLBACK_END]}, None) == {"stop": ["x", FALLBACK_END]}
+
+    class Chat:
+        chat_template = "{{ messages }}"
+
+    assert with_turn_stop({"stop": ["x"]}, Chat()) == {"stop": ["x"]}

@@ -32,7 +32,7 @@ from selfdebug.llm.generate import (
     engine_env,
     engine_kwargs,
 )
-from selfdebug.llm.prompts import render_prompt
+from selfdebug.llm.prompts import render_prompt, with_turn_stop
 
 SAMPLE_PRIORITY, REFINE_PRIORITY = 1, 0  # vLLM: lower runs first
 
@@ -76,8 +76,11 @@ class EngineActor:
         from vllm.sampling_params import RequestOutputKind
 
         try:
+            tokenizer = self.engine.get_tokenizer()
             if chat:
-                prompt = render_prompt(self.engine.get_tokenizer(), json.loads(prompt))
+                prompt = render_prompt(tokenizer, json.loads(prompt))
+            # a model without a chat template (plain template) stops at its end-of-turn marker
+            params = with_turn_stop(params, tokenizer)
             # FINAL_ONLY: no RequestOutput per step and request (with hundreds of requests
             # in flight, waking each one up every step is a large share of a CPU engine).
             sampling = vllm.SamplingParams(**params, output_kind=RequestOutputKind.FINAL_ONLY)

@@ -118,6 +118,12 @@ def stop_strings(tokenizer) -> list[str]:
     return [] if _has_chat_template(tokenizer) else [FALLBACK_END]
 
 
+def with_turn_stop(params: dict, tokenizer) -> dict:
+    """vLLM sampling kwargs plus the `stop_strings` of ``tokenizer``'s prompts (kept once)."""
+    extra = [s for s in stop_strings(tokenizer) if s not in (params.get("stop") or [])]
+    return {**params, "stop": list(params.get("stop") or []) + extra} if extra else params
+
+
 def has_chat_template(tokenizer) -> bool:
     """Whether prompts are rendered with the model's own template (else: plain, few-shot)."""
     return _has_chat_template(tokenizer)
