@@ -9,7 +9,8 @@ it. The verdicts must agree on every sample except the exceptions named in KNOWN
 
 Subset (to stay near 2 minutes on 2 cores): all 164 tasks, their base inputs and the first
 PLUS_INPUTS plus inputs (both judges get the same inputs). SELFDEBUG_EVALPLUS_FULL=1 runs
-every plus input (about 124,000 calls per program; several minutes).
+every plus input (about 124,000 calls per program): measured on this 2-core machine, 408
+samples, the same verdicts with the same single exception, in 9 minutes (busy machine).
 """
 
 from __future__ import annotations
