@@ -290,7 +290,7 @@ class EnginePool:
         work = asyncio.gather(*(self._run(c, first) for c, first in chunks))
         try:
             parts = await asyncio.wait_for(work, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"{self._what()}: {len(requests)} request(s) not done within "
                                f"{timeout_s} s") from None
         return [c for part in parts for c in part]
