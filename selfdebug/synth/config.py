@@ -48,7 +48,8 @@ class SynthConfig:
     refine_model: str = ""  # "self" only; "" = the sampling model
     teacher: TeacherConfig | None = None  # used when refiner == "teacher"
     # Sampling and self-refinement with the same model share the `engine` pool (refine
-    # requests first); refine_engine is then unused. false: one ray.data.llm pool each.
+    # requests first; refine_engine must then be left out). false, or another
+    # refine_model: refinement gets its own ray.data.llm engines, set by refine_engine.
     share_engines: bool = True
     refine_engine: EngineSection = field(default_factory=EngineSection)
     refine_sampling: SamplingConfig = field(
@@ -86,6 +87,25 @@ class SynthConfig:
             raise ValueError("refiner=self with sampler=api needs refine_model (a vLLM model)")
         if self.sampling.n < 1 or self.attempts < 1 or self.shard_size < 1:
             raise ValueError("sampling.n, attempts and shard_size must be ≥ 1")
+        self._check_unused()
+
+    def _check_unused(self) -> None:
+        """A section the run would ignore is an error, not a silent no-op."""
+        unused = []
+        if self.sampler != "api" and self.sampler_api is not None:
+            unused.append("sampler_api (used only with sampler: api)")
+        if self.refiner != "teacher" and self.teacher is not None:
+            unused.append("teacher (used only with refiner: teacher)")
+        if self.refiner == "teacher" and self.refine_model:
+            unused.append("refine_model (refiner: teacher uses the teacher's model)")
+        if self.sampler == "api" and self.engine != EngineSection():
+            unused.append("engine (sampler: api runs no vLLM sampling engine)")
+        if self.refine_engine != EngineSection() and (shares_engines(self)
+                                                      or self.refiner == "teacher"):
+            unused.append("refine_engine (refinement runs on the shared `engine` pool "
+                          "or the teacher; set share_engines: false for separate engines)")
+        if unused:
+            raise ValueError("settings the run would ignore: " + "; ".join(unused))
 
     def fingerprint(self) -> str:
         """Hash of the settings that decide the output rows (not limits or resources).
@@ -102,6 +122,12 @@ class SynthConfig:
                                                       "top_p", "max_tokens", "n", "seed")}
         blob = json.dumps(picked, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def shares_engines(cfg: SynthConfig) -> bool:
+    """Sampling and refinement on one engine pool: both vLLM, same model."""
+    return (cfg.share_engines and cfg.sampler == "vllm" and cfg.refiner == "self"
+            and cfg.refine_model in ("", cfg.model))
 
 
 def resolve_source(source: str) -> str:
@@ -121,12 +147,3 @@ def resolve_source(source: str) -> str:
     raise FileNotFoundError(
         f"problem file {source!r} not found (tried {tried}); set source=PATH or "
         f"SELFDEBUG_SHARED_DATA to the directory holding {path.name}")
-
-
-def resolve_model(model: str) -> str:
-    """``tiny`` → the tiny local Llama (built once under .cache/); else unchanged."""
-    if model in ("", "tiny"):
-        from selfdebug.llm.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(REPO / ".cache" / "tiny-model"))
-    return model

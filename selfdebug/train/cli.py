@@ -54,8 +54,8 @@ def build_trainer(cfg: SFTConfig):
 
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``output_dir``; returns a summary."""
+    from selfdebug.config import resolve_model
     from selfdebug.ray_utils import init_ray
-    from selfdebug.train.loop import resolve_model
 
     # Resolve once on the driver, absolute, so every worker reads the same local files.
     cfg = replace(cfg, model=resolve_model(cfg.model), **{

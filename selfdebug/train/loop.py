@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from selfdebug.config import resolve_model
 from selfdebug.train import checkpoint as ckpt
 from selfdebug.train.checkpoint import TrainState
 from selfdebug.train.config import SFTConfig
@@ -46,16 +47,6 @@ def in_ray_train() -> bool:
         return True
     except (ImportError, RuntimeError):
         return False
-
-
-def resolve_model(model: str) -> str:
-    """``tiny`` → the tiny local Llama (built once under .cache/); else unchanged."""
-    if model in ("", "tiny"):
-        from selfdebug.llm.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(Path(__file__).resolve().parents[2] / ".cache" / "tiny-model"))
-    # A local directory becomes absolute: Ray workers run in other working directories.
-    return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
 def _setup_distributed(cfg: SFTConfig, in_ray: bool) -> tuple[int, int, torch.device]:
