@@ -46,7 +46,8 @@ def test_sampling_params_and_seeds():
 
 
 def test_cpu_engine_settings():
-    from selfdebug.llm.generate import engine_env, engine_kwargs, processor_config
+    from selfdebug.llm.config import engine_env, engine_kwargs
+    from selfdebug.llm.generate import processor_config
 
     eng = EngineConfig(model="/m", cpu=True, engine_kwargs={"max_num_seqs": 8})
     kw = engine_kwargs(eng)

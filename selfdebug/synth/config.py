@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from selfdebug.llm.generate import EngineSection, SamplingConfig
+from selfdebug.llm.config import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
 from selfdebug.sandbox.judge import SandboxConfig
 
