@@ -29,7 +29,13 @@ from selfdebug.sandbox import wire
 from selfdebug.sandbox.asserts import RESULTS, split_assert
 from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
-from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, SessionDead
+from selfdebug.sandbox.remote import (
+    RemoteException,
+    RemoteRef,
+    Session,
+    SessionDead,
+    decode_result,
+)
 from selfdebug.schema import ExecResult, Problem
 
 # outcome of one test -> status of the sample when it is the first non-pass
@@ -50,6 +56,9 @@ class SandboxConfig:
     stop_on_first_failure: bool = False
     feedback_chars: int = 1500
     cache_dir: str = ""  # expected outputs and limits; default ~/.cache/selfdebug
+    # Packages (besides the standard library) that candidates may import; the sandbox's
+    # filesystem view holds nothing else of the installation.
+    packages: list[str] = field(default_factory=lambda: ["numpy"])
 
     def limits(self, seconds: float) -> dict:
         return {"as_bytes": self.memory_mb << 20, "cpu_s": int(seconds) + 2,
@@ -68,7 +77,9 @@ class _Prepared:
     # call suites
     encoded_inputs: list = field(default_factory=list)
     expected: list | None = None
-    raised: set = field(default_factory=set)  # inputs on which the canonical solution raised
+    # inputs without an expected value (the canonical solution raised, or returned what
+    # the wire cannot carry): index -> why
+    raised: dict = field(default_factory=dict)
     poly: object = None  # HumanEval/32 (find_zero) is judged by its root, as EvalPlus does
 
 
@@ -88,6 +99,24 @@ def _task_key(problem: Problem) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _prelude_code(problem: Problem):
+    """The tests' trusted prelude. HumanEval-format preludes start with the prompt, which
+    may be a bare signature (``def f(x):``, legal in that format): then the signature gets
+    a body, or failing that the prompt is left out."""
+    prelude, prompt = problem.tests.prelude, problem.prompt
+    name = f"<tests of {problem.task_id}>"
+    try:
+        return compile(prelude, name, "exec")
+    except SyntaxError:
+        if not (prompt and prelude.startswith(prompt)):
+            raise
+    rest = prelude[len(prompt):]
+    try:
+        return compile(prompt.rstrip() + "\n    ...\n" + rest, name, "exec")
+    except SyntaxError:
+        return compile(rest, name, "exec")
+
+
 def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
     loaded, stored = set(), set()
     for node in ast.walk(tree):
@@ -100,6 +129,11 @@ def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.alias):
             stored.add((node.asname or node.name).split(".")[0])
     return loaded, stored
+
+
+def make_server(config: SandboxConfig, isolation=None) -> ForkServer:
+    return ForkServer(isolation or detect_isolation(config.isolation), config.tmpfs_mb << 20,
+                      tuple(config.packages))
 
 
 class PreparedCache:
@@ -146,8 +180,7 @@ class Judge:
         problems = problems or {}
         self.problems: dict[str, Problem] = (
             dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
-        self.server = server or ForkServer(detect_isolation(self.config.isolation),
-                                           self.config.tmpfs_mb << 20)
+        self.server = server or make_server(self.config)
         self._prepared = prepared if prepared is not None else PreparedCache()
 
     @property
@@ -167,7 +200,14 @@ class Judge:
 
     def run_problem(self, problem: Problem, code: str) -> ExecResult:
         """Judge ``code`` against ``problem``, known to this judge or ad hoc."""
-        prep = self.prepare(problem)
+        try:
+            prep = self.prepare(problem)
+        except ServerDied:
+            raise
+        except Exception as e:  # noqa: BLE001  the benchmark's own test code is broken
+            return ExecResult("error", 0, len(problem.tests), [], fb.clip(
+                f"cannot prepare the tests of {problem.task_id}: {type(e).__name__}: {e}",
+                self.config.feedback_chars), 0.0, self.isolation)
         t0 = time.monotonic()
         kind = problem.tests.kind
         if kind == "assert":
@@ -205,7 +245,7 @@ class Judge:
         t = problem.tests
         ns: dict = {"__name__": "__selfdebug_tests__", "__builtins__": builtins}
         if t.prelude:
-            exec(compile(t.prelude, f"<tests of {problem.task_id}>", "exec"), ns)
+            exec(_prelude_code(problem), ns)
         loaded, stored = set(), set()
         for i, stmt in enumerate(t.asserts):
             with warnings.catch_warnings():  # benchmark tests with "\w" in plain strings
@@ -273,9 +313,17 @@ class Judge:
                 f.write(json.dumps(cached))
             os.replace(tmp, cache)
         if problem.tests.kind == "call" and prep.expected is None:
-            prep.raised = {i for i, e in enumerate(cached["expected"]) if e == ["raised"]}
-            prep.expected = [None if i in prep.raised else wire.decode(e)
-                             for i, e in enumerate(cached["expected"])]
+            prep.expected = []
+            for i, e in enumerate(cached["expected"]):
+                if e == ["raised"]:
+                    prep.raised[i] = "the reference solution raised on this input"
+                    prep.expected.append(None)
+                    continue
+                try:
+                    prep.expected.append(wire.decode(e, trusted=True))
+                except wire.WireError as err:  # e.g. the reference returned an object
+                    prep.raised[i] = f"the reference solution's output cannot be compared ({err})"
+                    prep.expected.append(None)
         if problem.time_limit is not None:
             prep.limit = problem.time_limit
         elif self.config.calibrate:
@@ -290,15 +338,18 @@ class Judge:
         return self._run_io(problem, prep, code, times)
 
     # ------------------------------------------------------------------ strategies
-    def _deadline(self, n_tests: int, limit: float) -> float:
+    def _deadline(self, n_tests: int, limit: float) -> tuple[float, float]:
+        """(the sample's budget for its tests, its hard wall deadline: nothing waits past
+        it, owed CPU time included)."""
+        now = time.monotonic()
         budget = min(self.config.max_seconds_per_sample, limit * (n_tests + 1))
-        return time.monotonic() + budget
+        return now + budget, now + self.config.max_seconds_per_sample
 
     def _run_asserts(self, problem, prep, code, times=None):
         t = problem.tests
         n = len(t.asserts)
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit))
         ep = problem.entry_point
         then = prep.batch_request
         load = session.start(prep.limit, then)
@@ -313,8 +364,7 @@ class Judge:
         notes: dict = {}
         try:
             if then is not None:
-                replies = list(self.server.read_stream(len(then["inputs"]), prep.limit,
-                                                       first=load))
+                replies = list(session.results(len(then["inputs"]), prep.limit))
                 if not self._check_batched(prep, session, ns, replies, t, ep, outcomes, notes,
                                            times):
                     return outcomes + ["skipped"] * (n - len(outcomes)), notes
@@ -357,8 +407,7 @@ class Judge:
             dead = next((r["dead"] for r, _ in got if "dead" in r), None)
             if dead is not None or len(got) < len(split.calls):
                 info = dead or {"kind": "dead", "detail": "no result"}
-                outcome = "timeout" if info.get("kind") == "timeout" or \
-                    info.get("signal") == 24 else "killed"
+                outcome = fb.death_outcome(info)
                 outcomes.append(outcome)
                 notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}`: "
                                           f"{fb.describe_death(info, prep.limit)}")
@@ -370,8 +419,14 @@ class Judge:
                 notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
                                           f"{fb.describe_exception(exc)}")
                 continue
-            values = [wire.decode(r["ok"], lambda d, lb=label: RemoteRef(session, d, lb))
-                      for r, label in zip(resps, split.labels)]
+            try:
+                values = [decode_result(r.get("ok"), lambda d, lb=label: RemoteRef(session, d, lb))
+                          for r, label in zip(resps, split.labels)]
+            except RemoteException as e:  # a value the wire cannot carry back
+                outcomes.append("error")
+                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
+                                          f"{fb.describe_exception(e.info)}")
+                continue
             session.last_call = (split.labels[-1], values[-1]) if values else None
             ns[RESULTS] = values
             outcome, note = self._exec_statement(split.check, ns, session, t.asserts[i], ep,
@@ -394,8 +449,7 @@ class Judge:
         except ServerDied:
             raise  # not the candidate's doing: the pool restarts the server and retries
         except SessionDead as d:
-            kind = d.info.get("kind")
-            outcome = "timeout" if kind == "timeout" or d.info.get("signal") == 24 else "killed"
+            outcome = fb.death_outcome(d.info)
             return outcome, f"`{text()}`: {fb.describe_death(d.info, limit)} [dead]"
         except RemoteException as e:
             info = e.info
@@ -417,7 +471,7 @@ class Judge:
         t = problem.tests
         n = len(prep.encoded_inputs)
         session = Session(self.server, code, "", self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit))
         ep = problem.entry_point
         req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
         load = session.start(prep.limit, then=req if n else None)
@@ -426,7 +480,7 @@ class Judge:
         outcomes: list[str] = []
         notes: dict = {"outputs": []} if collect else {}
         try:
-            replies = self.server.read_stream(n, prep.limit, first=load)
+            replies = session.results(n, prep.limit)
             for i, (reply, seconds) in enumerate(replies):
                 if times is not None:
                     times.append(seconds)
@@ -435,7 +489,7 @@ class Judge:
 
                 if "dead" in reply:
                     info = reply["dead"]
-                    outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+                    outcome = fb.death_outcome(info)
                     outcomes.append(outcome)
                     notes.setdefault("first", f"`{call()}`: {fb.describe_death(info, prep.limit)}")
                     break
@@ -451,7 +505,18 @@ class Judge:
                 if collect:
                     outcomes.append("pass")
                     continue
-                got = wire.decode(resp["ok"], lambda d: RemoteRef(session, d, call()))
+                try:
+                    got = decode_result(resp.get("ok"), lambda d: RemoteRef(session, d, call()))
+                except RemoteException as e:  # a value the wire cannot carry back
+                    outcomes.append("error")
+                    notes.setdefault("first", f"`{call()}` raised "
+                                              f"{fb.describe_exception(e.info)}")
+                    continue
+                if i in prep.raised:  # no expected value to compare with: never a pass
+                    outcomes.append("fail")
+                    notes.setdefault("first", f"`{call()}`: no verdict possible: "
+                                              f"{prep.raised[i]}")
+                    continue
                 ok = self._call_ok(problem, prep, i, got)
                 outcomes.append("pass" if ok else "fail")
                 if not ok:
@@ -463,8 +528,6 @@ class Judge:
         return outcomes, notes
 
     def _call_ok(self, problem, prep, i, got) -> bool:
-        if i in prep.raised:
-            return False  # the canonical solution raised on this input: no verdict possible
         expected = prep.expected[i]
         if prep.poly is not None:
             try:
@@ -480,7 +543,7 @@ class Judge:
         t = problem.tests
         outcomes: list[str] = []
         notes: dict = {}
-        deadline = self._deadline(len(t.inputs), prep.limit)
+        deadline, hard = self._deadline(len(t.inputs), prep.limit)
         for i, stdin in enumerate(t.inputs):
             if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
                 break
@@ -488,9 +551,7 @@ class Judge:
             if left <= 0:
                 break
             limit = min(prep.limit, left)
-            r = self.server.request({"op": "io", "code": code, "stdin": stdin,
-                                     "limits": self.config.limits(limit), "timeout": limit,
-                                     "output_cap": self.config.output_cap_bytes}, limit)
+            r = self._io_once(code, stdin, limit, hard)
             if times is not None:
                 times.append(r["time"])
             outcome, note = self._io_outcome(r, stdin, t.outputs[i] if t.outputs else "", limit)
@@ -502,6 +563,33 @@ class Judge:
         outcomes += ["skipped"] * (len(t.inputs) - len(outcomes))
         return outcomes, notes
 
+    def _io_once(self, code: str, stdin: str, limit: float, hard: float) -> dict:
+        """Run the program once, in a fresh worker, on one stdin."""
+        worker = self.server.spawn("io", {"code": code, "stdin": stdin,
+                                          "limits": self.config.limits(limit)}, io_stdout=True)
+        t0 = time.monotonic()
+        clock = worker.clock(limit, hard)
+        try:
+            # the worker's result channel is its fd 2: an error report, then end of file
+            timed_out, report = worker.read_to_end(clock)
+            elapsed = time.monotonic() - t0
+            status = worker.end(grace=0.0 if timed_out else max(0.0, min(clock.left(), 5.0)),
+                                wait=True) or {}
+            stdout, truncated = worker.take_output(self.config.output_cap_bytes)
+        finally:
+            worker.end()
+            if worker.out_fd >= 0:
+                os.close(worker.out_fd)
+        try:
+            error = json.loads(report) if report else None
+        except (ValueError, RecursionError):
+            error = None
+        return {"stdout": stdout, "truncated": truncated,
+                "exit": None if timed_out else status.get("exit"),
+                "signal": None if timed_out else status.get("signal"),
+                "timeout": timed_out, "error": error if isinstance(error, dict) else None,
+                "time": elapsed}
+
     @staticmethod
     def _io_outcome(r: dict, stdin: str, expected: str, limit: float) -> tuple[str, str]:
         if r["timeout"]:
@@ -512,7 +600,7 @@ class Judge:
                           f"{fb.describe_exception(r['error'])}")
         if r["signal"] is not None:
             death = {"kind": "signal", "signal": r["signal"]}
-            outcome = "timeout" if r["signal"] == 24 else "killed"
+            outcome = fb.death_outcome(death)
             return outcome, f"Input:\n{fb.clip(stdin, 300)}\n{fb.describe_death(death, limit)}"
         if r["exit"] not in (0, None):
             return "error", f"Input:\n{fb.clip(stdin, 300)}\nExited with code {r['exit']}"
@@ -530,7 +618,7 @@ class Judge:
             note = fb.describe_exception(info)
         else:
             info = reply.get("dead", {})
-            outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+            outcome = fb.death_outcome(info)
             note = f"Loading the program: {fb.describe_death(info, limit)}"
         return [outcome] + ["skipped"] * (n - 1) if n else [outcome], {"first": note}
 
