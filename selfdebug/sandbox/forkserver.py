@@ -10,6 +10,7 @@ from the kernel (the pidfd the zygote returns names its pid in this namespace).
 from __future__ import annotations
 
 import array
+import fcntl
 import functools
 import importlib.util
 import json
@@ -148,7 +149,7 @@ def _bwrap_args(tmpfs_bytes: int, packages=()) -> list[str]:
     for pre in python_prefixes():
         if not pre.startswith(("/usr/", "/bin/", "/lib")):
             args += ["--ro-bind", pre, pre]
-    for pre in python_prefixes() + ["/usr"]:
+    for pre in python_prefixes() + ["/usr", "/usr/local"]:
         for site in _site_dirs(pre):  # packages, not the standard library: hidden
             args += ["--tmpfs", site, "--remount-ro", site]
     for src, dst in package_binds(packages):
@@ -512,6 +513,10 @@ class ForkServer:
             os.close(fd)
         pid = int(reply["pid"])
         os.set_blocking(resp_r, False)
+        try:  # big results in fewer, larger reads
+            fcntl.fcntl(resp_r, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
         if req_w >= 0:
             os.set_blocking(req_w, False)
         return Worker(self, pid, resp_r, req_w, out_fd, workdir)
