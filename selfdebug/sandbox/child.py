@@ -299,7 +299,11 @@ def child_call_mode(req_fd: int, resp_fd: int, msg: dict, cfg: dict) -> None:
 
     def enc(v):
         try:
-            return {"ok": wire.encode(v, handles.make_ref, returning=True)}
+            encoded = {"ok": wire.encode(v, handles.make_ref, returning=True)}
+            if len(wire.dumps_frame(encoded)) > wire.MAX_FRAME - 4096:
+                return {"exc": {"type": "OutputError", "msg": "value too large to return "
+                                f"(over {wire.MAX_FRAME >> 20} MiB)", "line": None, "frames": []}}
+            return encoded
         except wire.Unencodable as e:
             return {"exc": {"type": "OutputError", "msg": str(e), "line": None, "frames": []}}
         except RecursionError:

@@ -68,6 +68,9 @@ class SandboxConfig:
 @dataclass
 class _Prepared:
     limit: float
+    # the sample's wall budget: max_seconds_per_sample, or timeout_factor x the reference's
+    # own total time where that is longer (EvalPlus tasks with hundreds of heavy inputs)
+    sample_seconds: float = 0.0
     # assert suites
     prelude: dict = field(default_factory=dict)
     compiled: list = field(default_factory=list)
@@ -296,12 +299,15 @@ class Judge:
                 cached = None
         if cached is None:
             prep.limit = self.config.max_seconds_per_sample  # generous for the reference
+            n = len(problem.tests)
+            prep.sample_seconds = prep.limit * (n + 1)
             times: list[float] = []
             outcomes, notes = (self._run_calls(problem, prep, problem.canonical_solution,
                                                times=times, collect=True)
                                if problem.tests.kind == "call" else
                                self._dispatch(problem, prep, problem.canonical_solution, times))
             cached = {"max_test_seconds": max(times, default=0.0),
+                      "total_test_seconds": sum(times),
                       "canonical_passed": all(o == "pass" for o in outcomes),
                       "canonical_feedback": notes.get("first", "")}
             if problem.tests.kind == "call":
@@ -314,9 +320,21 @@ class Judge:
             os.replace(tmp, cache)
         if problem.tests.kind == "call" and prep.expected is None:
             prep.expected = []
-            for i, e in enumerate(cached["expected"]):
-                if e == ["raised"]:
-                    prep.raised[i] = "the reference solution raised on this input"
+            outputs = list(cached["expected"] or [])
+            outputs += [["unfinished"]] * (len(problem.tests.inputs) - len(outputs))
+            for i, e in enumerate(outputs):
+                if e == ["unfinished"]:  # it timed out or died on this or an earlier input
+                    prep.raised[i] = "the reference solution did not finish this input"
+                    prep.expected.append(None)
+                    continue
+                if e and e[0] == "raised":
+                    why = f" ({e[1]})" if len(e) > 1 else ""
+                    prep.raised[i] = f"the reference solution raised on this input{why}"
+                    prep.expected.append(None)
+                    continue
+                if e and e[0] == "h":  # an object handle: nothing to compare with
+                    prep.raised[i] = (f"the reference solution returned a {e[2]} object, "
+                                      "not plain data")
                     prep.expected.append(None)
                     continue
                 try:
@@ -324,6 +342,7 @@ class Judge:
                 except wire.WireError as err:  # e.g. the reference returned an object
                     prep.raised[i] = f"the reference solution's output cannot be compared ({err})"
                     prep.expected.append(None)
+        prep.sample_seconds = self.config.timeout_factor * cached.get("total_test_seconds", 0.0)
         if problem.time_limit is not None:
             prep.limit = problem.time_limit
         elif self.config.calibrate:
@@ -338,18 +357,19 @@ class Judge:
         return self._run_io(problem, prep, code, times)
 
     # ------------------------------------------------------------------ strategies
-    def _deadline(self, n_tests: int, limit: float) -> tuple[float, float]:
+    def _deadline(self, n_tests: int, limit: float, prep_seconds: float = 0.0
+                  ) -> tuple[float, float]:
         """(the sample's budget for its tests, its hard wall deadline: nothing waits past
         it, owed CPU time included)."""
         now = time.monotonic()
-        budget = min(self.config.max_seconds_per_sample, limit * (n_tests + 1))
-        return now + budget, now + self.config.max_seconds_per_sample
+        cap = max(self.config.max_seconds_per_sample, prep_seconds)
+        return now + min(cap, limit * (n_tests + 1)), now + cap
 
     def _run_asserts(self, problem, prep, code, times=None):
         t = problem.tests
         n = len(t.asserts)
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, *self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit, prep.sample_seconds))
         ep = problem.entry_point
         then = prep.batch_request
         load = session.start(prep.limit, then)
@@ -471,7 +491,7 @@ class Judge:
         t = problem.tests
         n = len(prep.encoded_inputs)
         session = Session(self.server, code, "", self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, *self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit, prep.sample_seconds))
         ep = problem.entry_point
         req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
         load = session.start(prep.limit, then=req if n else None)
@@ -495,7 +515,9 @@ class Judge:
                     break
                 resp = reply["resp"]
                 if collect:  # a canonical solution that raises gives no expected value
-                    notes["outputs"].append(resp.get("ok", ["raised"]))
+                    exc = resp.get("exc") if isinstance(resp.get("exc"), dict) else {}
+                    notes["outputs"].append(resp["ok"] if "ok" in resp else [
+                        "raised", fb.clip(f"{exc.get('type', 'Error')}: {exc.get('msg', '')}", 200)])
                 if "exc" in resp:
                     outcome = "memory" if resp["exc"].get("type") == "MemoryError" else "error"
                     outcomes.append(outcome)
@@ -543,7 +565,7 @@ class Judge:
         t = problem.tests
         outcomes: list[str] = []
         notes: dict = {}
-        deadline, hard = self._deadline(len(t.inputs), prep.limit)
+        deadline, hard = self._deadline(len(t.inputs), prep.limit, prep.sample_seconds)
         for i, stdin in enumerate(t.inputs):
             if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
                 break
