@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from selfdebug.sandbox.judge import Judge, SandboxConfig, _task_key
+from selfdebug.sandbox.judge import Judge, SandboxConfig
+from selfdebug.sandbox.prepare import task_key
 from selfdebug.sandbox.remote import RemoteRef, Session
 from selfdebug.schema import Problem, TestSuite
 
@@ -174,7 +175,7 @@ def test_class2_calibration_cache_key_covers_the_question():
                 tests=TestSuite(kind="io", inputs=["1 2\n"], outputs=None), source="apps")
     b = Problem(**{**a.__dict__, "prompt": "print the sum twice"})
     c = Problem(**{**a.__dict__, "entry_point": "f"})
-    assert len({_task_key(a), _task_key(b), _task_key(c)}) == 3
+    assert len({task_key(a), task_key(b), task_key(c)}) == 3
 
 
 # ------------------------------------------------------------------ 3. nothing survives

@@ -9,26 +9,26 @@ Call tests send argument lists the same way; io tests send stdin and compare std
 
 from __future__ import annotations
 
-import ast
-import builtins
-import collections
-import hashlib
-import importlib
 import json
 import os
-import sys
 import tempfile
-import threading
 import time
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
-from selfdebug.sandbox.asserts import RESULTS, split_assert
+from selfdebug.sandbox.asserts import RESULTS
 from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
-from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
+from selfdebug.sandbox.forkserver import ForkServer, ServerDied
+from selfdebug.sandbox.isolation import detect_isolation
+from selfdebug.sandbox.prepare import (
+    Prepared,
+    PreparedCache,
+    cache_root,
+    fill_expected,
+    prepare_asserts,
+    task_key,
+)
 from selfdebug.sandbox.remote import (
     RemoteException,
     RemoteRef,
@@ -65,113 +65,9 @@ class SandboxConfig:
                 "fsize": self.output_cap_bytes * 4, "nofile": 64}
 
 
-@dataclass
-class _Prepared:
-    limit: float
-    # the sample's wall budget: max_seconds_per_sample, or timeout_factor x the reference's
-    # own total time where that is longer (EvalPlus tasks with hundreds of heavy inputs)
-    sample_seconds: float = 0.0
-    # assert suites
-    prelude: dict = field(default_factory=dict)
-    compiled: list = field(default_factory=list)
-    remote_names: tuple[str, ...] = ()
-    batched: list = field(default_factory=list)  # SplitAssert for the leading statements
-    batch_request: dict | None = None  # their calls as one call_many, sent with the code
-    # call suites
-    encoded_inputs: list = field(default_factory=list)
-    expected: list | None = None
-    # inputs without an expected value (the canonical solution raised, or returned what
-    # the wire cannot carry): index -> why
-    raised: dict = field(default_factory=dict)
-    poly: object = None  # HumanEval/32 (find_zero) is judged by its root, as EvalPlus does
-
-
-def _cache_root(config: SandboxConfig) -> Path:
-    return Path(config.cache_dir or os.path.expanduser("~/.cache/selfdebug"))
-
-
-def _task_key(problem: Problem) -> str:
-    """Everything that decides a task's expected outputs and limits (the question too:
-    two problems that share a reference solution are still different tasks)."""
-    t = problem.tests
-    blob = json.dumps([problem.prompt, problem.entry_point, problem.source,
-                       problem.canonical_solution, problem.completion_prefix,
-                       problem.time_limit, t.kind, t.asserts, t.setup, t.prelude, t.atol,
-                       t.base_count, repr(t.inputs), repr(t.outputs), sys.version],
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _prelude_code(problem: Problem):
-    """The tests' trusted prelude. HumanEval-format preludes start with the prompt, which
-    may be a bare signature (``def f(x):``, legal in that format): then the signature gets
-    a body, or failing that the prompt is left out."""
-    prelude, prompt = problem.tests.prelude, problem.prompt
-    name = f"<tests of {problem.task_id}>"
-    try:
-        return compile(prelude, name, "exec")
-    except SyntaxError:
-        if not (prompt and prelude.startswith(prompt)):
-            raise
-    rest = prelude[len(prompt):]
-    try:
-        return compile(prompt.rstrip() + "\n    ...\n" + rest, name, "exec")
-    except SyntaxError:
-        return compile(rest, name, "exec")
-
-
-def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
-    loaded, stored = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else stored).add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
-            stored.add(node.name)
-        elif isinstance(node, ast.arg):
-            stored.add(node.arg)
-        elif isinstance(node, ast.alias):
-            stored.add((node.asname or node.name).split(".")[0])
-    return loaded, stored
-
-
 def make_server(config: SandboxConfig, isolation=None) -> ForkServer:
     return ForkServer(isolation or detect_isolation(config.isolation), config.tmpfs_mb << 20,
                       tuple(config.packages))
-
-
-class PreparedCache:
-    """Per-task preparation shared by a pool's judges (threads), so each task calibrates
-    once. An entry is published only when complete (expected outputs filled in); a judge
-    that wants a task another is preparing waits for it. Known tasks are keyed by task_id;
-    ad-hoc problems (a Serve request's own tests) by their content, in a bounded LRU."""
-
-    ADHOC_ENTRIES = 256
-
-    def __init__(self):
-        self._done: dict = {}
-        self._adhoc: collections.OrderedDict = collections.OrderedDict()
-        self._locks: dict = {}
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key, adhoc: bool, make):
-        table = self._adhoc if adhoc else self._done
-        with self._lock:
-            if key in table:
-                if adhoc:
-                    table.move_to_end(key)
-                return table[key]
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one judge prepares; the others wait for the finished entry
-            with self._lock:
-                if key in table:
-                    return table[key]
-            prep = make()
-            with self._lock:
-                table[key] = prep
-                self._locks.pop(key, None)
-                while adhoc and len(table) > self.ADHOC_ENTRIES:
-                    table.popitem(last=False)
-            return prep
 
 
 class Judge:
@@ -221,18 +117,18 @@ class Judge:
             outcomes, notes = self._run_io(problem, prep, code)
         return self._result(outcomes, notes, time.monotonic() - t0)
 
-    def prepare(self, problem: Problem) -> _Prepared:
+    def prepare(self, problem: Problem) -> Prepared:
         """Per-task work done once: parse tests, expected outputs, time limit."""
         known = self.problems.get(problem.task_id) is problem
-        key = problem.task_id if known else _task_key(problem)
+        key = problem.task_id if known else task_key(problem)
         return self._prepared.get_or_make(key, not known, lambda: self._prepare(problem))
 
-    def _prepare(self, problem: Problem) -> _Prepared:
+    def _prepare(self, problem: Problem) -> Prepared:
         limit = problem.time_limit or self.config.timeout_floor
-        prep = _Prepared(limit=limit)
+        prep = Prepared(limit=limit)
         t = problem.tests
         if t.kind == "assert":
-            self._prepare_asserts(problem, prep)
+            prepare_asserts(problem, prep)
         elif t.kind == "call":
             prep.encoded_inputs = [[wire.encode(a) for a in inp] for inp in t.inputs]
             prep.expected = list(t.outputs) if t.outputs is not None else None
@@ -244,53 +140,9 @@ class Judge:
         return prep
 
     # ------------------------------------------------------------------ preparation
-    def _prepare_asserts(self, problem: Problem, prep: _Prepared) -> None:
-        t = problem.tests
-        ns: dict = {"__name__": "__selfdebug_tests__", "__builtins__": builtins}
-        if t.prelude:
-            exec(_prelude_code(problem), ns)
-        loaded, stored = set(), set()
-        for i, stmt in enumerate(t.asserts):
-            with warnings.catch_warnings():  # benchmark tests with "\w" in plain strings
-                warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
-                tree = ast.parse(stmt)
-            lo, st = _names(tree)
-            loaded |= lo
-            stored |= st
-            prep.compiled.append(compile(tree, f"<test {i}>", "exec"))
-        remote = []
-        for name in sorted(loaded - stored):
-            if name == "candidate" or name == problem.entry_point:
-                continue
-            if name in ns or hasattr(builtins, name):
-                continue
-            if name in sys.stdlib_module_names:
-                ns[name] = importlib.import_module(name)
-                continue
-            remote.append(name)  # defined by the program or by the setup code
-        ns.pop(problem.entry_point, None)  # the prompt's stub must not stand in for the code
-        prep.prelude = ns
-        prep.remote_names = tuple(remote)
-        # The leading statements that are plain calls with literal arguments run as one
-        # batch; the first that is not, and all after it, go through proxies (same order of
-        # calls in the candidate either way).
-        if not problem.entry_point:
-            return
-        callee = {"candidate", problem.entry_point}
-        for i, stmt in enumerate(t.asserts):
-            split = split_assert(stmt, callee, problem.entry_point, set(remote), set(ns), i)
-            if split is None:
-                break
-            prep.batched.append(split)
-        calls = [c for split in prep.batched for c in split.calls]
-        if calls:
-            prep.batch_request = {"op": "call_many", "target": ["N", problem.entry_point],
-                                  "inputs": [c[0] for c in calls],
-                                  "kwargs": [c[1] for c in calls]}
-
-    def _calibrate(self, problem: Problem, prep: _Prepared) -> None:
+    def _calibrate(self, problem: Problem, prep: Prepared) -> None:
         """Run the canonical solution once: expected outputs (call suites) and time limit."""
-        cache = _cache_root(self.config) / "tasks" / f"{_task_key(problem)}.json"
+        cache = cache_root(self.config) / "tasks" / f"{task_key(problem)}.json"
         cached = None
         if cache.is_file():
             try:
@@ -319,29 +171,7 @@ class Judge:
                 f.write(json.dumps(cached))
             os.replace(tmp, cache)
         if problem.tests.kind == "call" and prep.expected is None:
-            prep.expected = []
-            outputs = list(cached["expected"] or [])
-            outputs += [["unfinished"]] * (len(problem.tests.inputs) - len(outputs))
-            for i, e in enumerate(outputs):
-                if e == ["unfinished"]:  # it timed out or died on this or an earlier input
-                    prep.raised[i] = "the reference solution did not finish this input"
-                    prep.expected.append(None)
-                    continue
-                if e and e[0] == "raised":
-                    why = f" ({e[1]})" if len(e) > 1 else ""
-                    prep.raised[i] = f"the reference solution raised on this input{why}"
-                    prep.expected.append(None)
-                    continue
-                if e and e[0] == "h":  # an object handle: nothing to compare with
-                    prep.raised[i] = (f"the reference solution returned a {e[2]} object, "
-                                      "not plain data")
-                    prep.expected.append(None)
-                    continue
-                try:
-                    prep.expected.append(wire.decode(e, trusted=True))
-                except wire.WireError as err:  # e.g. the reference returned an object
-                    prep.raised[i] = f"the reference solution's output cannot be compared ({err})"
-                    prep.expected.append(None)
+            fill_expected(problem, prep, cached["expected"])
         prep.sample_seconds = self.config.timeout_factor * cached.get("total_test_seconds", 0.0)
         if problem.time_limit is not None:
             prep.limit = problem.time_limit

@@ -6,7 +6,8 @@ import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
-from selfdebug.sandbox.forkserver import ServerDied, detect_isolation
+from selfdebug.sandbox.forkserver import ServerDied
+from selfdebug.sandbox.isolation import detect_isolation
 from selfdebug.sandbox.judge import Judge, PreparedCache, SandboxConfig, make_server
 from selfdebug.schema import ExecResult, Problem
 
