@@ -147,7 +147,7 @@ def tree_cpu():
         todo += kids.get(p, [])
     return total / os.sysconf("SC_CLK_TCK")
 
-args = json.loads(sys.argv[1])
+args = json.loads(sys.stdin.read())
 problems = {p.task_id: p for src in ("HumanEval.jsonl.gz", "mbpp.jsonl")
             for p in load_problems(os.path.join(args["data"], src))}
 rows = [(t, c if s else problems[t].program(completion=c)) for t, c, s in args["rows"]]
@@ -175,7 +175,7 @@ def run_pool(samples, data: Path, workers: int, calibrate: bool, tree: Path | No
              "solution" in s[0]) for s in samples]
     cfg = {"data": str(data), "rows": rows, "calibrate": calibrate, "workers": workers,
            "cache": str(tmp / "pool-cache")}
-    proc = subprocess.run([sys.executable, "-c", POOL_SCRIPT, json.dumps(cfg)],
+    proc = subprocess.run([sys.executable, "-c", POOL_SCRIPT], input=json.dumps(cfg),
                           capture_output=True, text=True, env=_env(tree) or dict(os.environ))
     if proc.returncode != 0:
         raise SystemExit(f"pool run failed ({tree or REPO}):\n{proc.stderr[-3000:]}")
