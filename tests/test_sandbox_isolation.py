@@ -142,14 +142,15 @@ def walk():
 '''
 
 
-def test_class2_filesystem_view_has_no_benchmark_data_checkout_or_cache(judge, shared_data):
+def test_class2_filesystem_view_has_no_benchmark_data_checkout_or_cache(judge):
     files, dirs = call_in_sandbox(judge, WALK, "walk", timeout=60)
     assert len(files) > 100  # the interpreter and its standard library are there
     assert not [f for f in files if ".jsonl" in f], "benchmark data visible in the sandbox"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     venv = os.path.realpath(os.sys.prefix)
-    for hidden in (repo, str(shared_data), venv, os.path.expanduser("~/.cache"),
-                   judge.config.cache_dir):
+    data = os.environ.get("SELFDEBUG_SHARED_DATA") or os.path.join(os.path.dirname(repo),
+                                                                   "shared", "data")
+    for hidden in (repo, data, venv, os.path.expanduser("~/.cache"), judge.config.cache_dir):
         assert not any(f.startswith(hidden + "/") for f in files), f"{hidden} is visible"
     # no interpreter's installed packages (system ones included), only the allow-list
     interp = [os.path.realpath(os.sys.base_prefix), "/usr/lib/python3", "/usr/local/lib/python3"]
