@@ -140,7 +140,9 @@ def test_special_oracles():
     assert evalplus_check([3, 1], [1, 3], 0, entry_point="similar_elements", **mbpp)[0]
     assert evalplus_check("match", True, 0, entry_point="text_match_three", **mbpp)[0]
     assert not evalplus_check(None, True, 0, entry_point="text_match_three", **mbpp)[0]
-    assert evalplus_check(False, False, 0, entry_point="check_str", **mbpp)[0]
+    assert evalplus_check(False, None, 0, entry_point="check_str", **mbpp)[0]
+    # the reference's False is "not None": EvalPlus expects True then
+    assert not evalplus_check(False, False, 0, entry_point="check_str", **mbpp)[0]
     assert evalplus_check("anything", False, 0, entry_point="are_equivalent", **mbpp)[0]
     assert evalplus_check(0, 7, 0, entry_point="sum_div", **mbpp)[0]
     # |1-2| + |2-5| + |3-6| = 7: the oracle's value passes whatever the reference returned
