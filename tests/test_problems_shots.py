@@ -69,7 +69,7 @@ def test_eval_init_prompts_of_a_base_model_carry_the_shots(shared_data, tiny_mod
     shots = init_shots(cfg, double, test, logs.append)
     (row, _) = init_rows("base", "MBPP", list(test.values()),
                          lambda m: render_prompt(None, m), shots)
-    assert row["rendered_prompt"].count("<|assistant|>") == 4  # 3 shots + the task
+    assert row["prompt"].count("<|assistant|>") == 4  # 3 shots + the task
     # a model with a chat template (the tiny model has one) is prompted without shots
     chat = types.SimpleNamespace(spec=ModelSpec("chat", path=str(tiny_model_dir)),
                                  path=str(tiny_model_dir))
@@ -107,7 +107,7 @@ def test_synth_sampling_requests_carry_the_shots(shared_data):
 
     train = {p.task_id: p for p in load_problems(mbpp, split="train", limit=3)}
     shots = shots_for_model(cfg.few_shot, "", train)  # "" = the plain template
-    messages = json.loads(generate_request(next(iter(train.values())).prompt, None, shots))
+    messages = json.loads(generate_request(next(iter(train.values())).prompt, shots))
     assert [m["role"] for m in messages] == ["user", "assistant"] * 3 + ["user"]
     with pytest.raises(ValueError, match="among the problems"):
         shots_for_model(FewShotConfig(k=3, source=mbpp, split=""), "", {"Mbpp/1": None})
