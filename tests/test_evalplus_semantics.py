@@ -150,3 +150,24 @@ def test_special_oracles():
                           **mbpp)[0]
     assert not evalplus_check(0, 9, 0, entry_point="digit_distance_nums", args=[123, 256],
                               **mbpp)[0]
+
+
+def test_mbpp_plus_not_none_task_judged_on_whether_a_match_came_back(tmp_path):
+    """Mbpp/787 style: the reference returns re.Match objects (no plain data); EvalPlus keeps
+    only "is not None" of them, and so does the judge (real sandbox)."""
+    from selfdebug.sandbox.judge import Judge, SandboxConfig
+    from selfdebug.schema import Problem, TestSuite
+
+    ref = "import re\ndef text_match_three(text):\n    return re.search('ab{3}?', text)\n"
+    p = Problem(task_id="Mbpp/787", prompt="", entry_point="text_match_three",
+                canonical_solution=ref, source="mbpp_plus",
+                tests=TestSuite(kind="call", inputs=[["ac"], ["dc"], ["abbbba"]], base_count=2))
+    judge = Judge([p], SandboxConfig(timeout_floor=2.0, cache_dir=str(tmp_path)))
+    try:
+        assert judge.run(p.task_id, ref).status == "passed"
+        as_bool = "def text_match_three(text):\n    return 'abbb' in text\n"
+        assert judge.run(p.task_id, as_bool).status == "passed"
+        never = judge.run(p.task_id, "def text_match_three(text):\n    return None\n")
+        assert never.status == "failed" and never.passed == 2
+    finally:
+        judge.close()
