@@ -90,8 +90,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # name the file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
 
 

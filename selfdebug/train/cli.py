@@ -158,8 +158,8 @@ def run(cfg: SFTConfig) -> dict:
     from selfdebug.ray_utils import init_ray
     from selfdebug.train.loop import resolve_model
 
+    check_inputs(cfg)  # first: nothing built, loaded or started for a bad path
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
-    check_inputs(cfg)
     note_log("sft", cfg.resolved_log_dir())
     init_ray(cfg.ray_address or None)
     result = build_trainer(cfg).fit()
