@@ -194,12 +194,12 @@ def open_synthesis_output(out_dir: str) -> tuple[object, str, bytes | None]:
     starts: `check_synthesis_outputs`)."""
     import pyarrow.fs as pafs
 
-    from selfdebug.errors import InputError
+    from selfdebug.errors import InputError, InputNotFound
 
     fs, root = _filesystem(out_dir)
     kind = fs.get_file_info(root).type
     if kind == pafs.FileType.NotFound:
-        raise InputError(f"synthesis output {out_dir} does not exist",
+        raise InputNotFound(f"synthesis output {out_dir} is not a directory: it does not exist",
                          "give the out_dir of a `selfdebug synth` run in data_dirs")
     if kind != pafs.FileType.Directory:
         raise InputError(f"synthesis output {out_dir} is not a directory",

@@ -58,6 +58,11 @@ class InputError(UserError, ValueError):
     callers that catch bad values keep working)."""
 
 
+class InputNotFound(UserError, FileNotFoundError):
+    """An input file or directory that does not exist (a FileNotFoundError for callers
+    that catch those)."""
+
+
 class OutputError(UserError):
     """Output could not be written during a run; what was completed is kept."""
 

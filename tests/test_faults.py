@@ -155,7 +155,7 @@ def test_sft_data_dir_missing_before_ray(capsys, tmp_path, no_ray):
     missing = tmp_path / "no-such-synth"
     code, err = run_cli(capsys, "sft", "--config", str(CONFIGS / "sft-cpu.yaml"),
                         f"data_dirs=[{missing}]", f"storage_path={tmp_path}/runs")
-    assert code == 2 and f"synthesis output {missing} does not exist" in err
+    assert code == 2 and f"synthesis output {missing} is not a directory: it does not exist" in err
     assert_two_lines(err)
     not_synth = tmp_path / "empty"
     not_synth.mkdir()
@@ -384,3 +384,27 @@ def test_ray_init_timeout_is_a_cluster_error(monkeypatch, capsys):
     assert "could not start a local Ray cluster (TimeoutError: Timed out after 60" in err
     assert "Ray's logs: /tmp/sdray-" in err and "re-run" in err
     assert_two_lines(err)
+
+
+# ------------------------------------------------------------------ what was retried
+def test_synth_report_counts_retried_rows_and_skips(tmp_path):
+    """A row that arrives twice (Ray retried the task that produced it) is stored once and
+    counted in the manifest and the report."""
+    from selfdebug.dataset import read_samples
+    from selfdebug.synth.ledger import Ledger
+    from selfdebug.synth.report import build_report
+
+    ledger = Ledger(str(tmp_path), {0: ["T/0"], 1: ["T/1"]}, 1, 1, "fp")
+    rows = _ledger_rows("T/0")
+    ledger.group(rows)
+    ledger.group(rows)  # the sampling task was retried
+    ledger.add_samples(rows)
+    assert ledger.progress() == {"committed": [0], "open": [1], "problems_done": 1,
+                                 "repeated_rows": 1}
+    assert len(read_samples([str(tmp_path)])) == 1
+    data, md = build_report({"name": "t"}, 0, tmp_path, {"shards": 2, "committed": [0],
+                                                         "incomplete": [1], "wall_s": 1.0})
+    faults = data["this_run"]["retried_and_skipped"]
+    assert faults["repeated_rows"] == 1 and faults["incomplete_shards"] == [1]
+    assert "retried: 1 rows arrived more than once" in md
+    assert "shards [1] incomplete" in md
