@@ -12,7 +12,6 @@ nothing (a tripwire fails them if anything tries to start Ray).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -341,7 +340,7 @@ def test_sft_model_export_keeps_previous_model_on_full_disk(tmp_path, small_disk
 def test_long_tmpdir_gets_a_short_ray_session_dir(tmp_path, monkeypatch, capsys):
     import tempfile
 
-    from selfdebug.ray_utils import SOCKET_PATH_MAX, RAY_SOCKET_SUFFIX, ray_temp_dir
+    from selfdebug.ray_utils import RAY_SOCKET_SUFFIX, SOCKET_PATH_MAX, ray_temp_dir
 
     long = tmp_path / ("t" * 90)
     long.mkdir()
