@@ -117,9 +117,16 @@ def check_inputs(cfg: SFTConfig) -> None:
 
     if cfg.data_dirs:
         check_synthesis_outputs(cfg.data_dirs)
-    elif cfg.mbpp_path and not Path(cfg.mbpp_path).is_file():
-        raise FileNotFoundError(f"mbpp_path {cfg.mbpp_path} (the fixture dataset's MBPP file) "
-                                "does not exist")
+    else:  # the fixture dataset, made from an MBPP file
+        from selfdebug.errors import InputNotFound
+        from selfdebug.train.fixture_data import default_mbpp_path
+
+        mbpp = Path(cfg.mbpp_path) if cfg.mbpp_path else default_mbpp_path()
+        if mbpp is None or not mbpp.is_file():
+            raise InputNotFound(f"data_dirs is empty and the fixture dataset's MBPP file "
+                                f"{mbpp or '../shared/data/mbpp.jsonl'} does not exist",
+                                "set data_dirs to synthesis outputs, or mbpp_path / "
+                                "SELFDEBUG_SHARED_DATA")
     if cfg.storage_is_local:
         check_output_dir(cfg.storage_path.removeprefix("file://"), "storage_path")
         check_output_dir(cfg.resolved_output_dir(), "out_dir")
