@@ -115,6 +115,13 @@ def check_inputs(cfg: SFTConfig) -> None:
     from selfdebug.dataset import check_synthesis_outputs
     from selfdebug.errors import check_output_dir
 
+    if cfg.storage_is_local:
+        check_output_dir(cfg.storage_path.removeprefix("file://"), "storage_path")
+        check_output_dir(cfg.resolved_output_dir(), "out_dir")
+        check_output_dir(cfg.resolved_log_dir(), "log_dir")
+    else:
+        for key in ("out_dir", "log_dir"):
+            check_output_dir(getattr(cfg, key), key)
     if cfg.data_dirs:
         check_synthesis_outputs(cfg.data_dirs)
     else:  # the fixture dataset, made from an MBPP file
@@ -127,13 +134,6 @@ def check_inputs(cfg: SFTConfig) -> None:
                                 f"{mbpp or '../shared/data/mbpp.jsonl'} does not exist",
                                 "set data_dirs to synthesis outputs, or mbpp_path / "
                                 "SELFDEBUG_SHARED_DATA")
-    if cfg.storage_is_local:
-        check_output_dir(cfg.storage_path.removeprefix("file://"), "storage_path")
-        check_output_dir(cfg.resolved_output_dir(), "out_dir")
-        check_output_dir(cfg.resolved_log_dir(), "log_dir")
-    else:
-        for key in ("out_dir", "log_dir"):
-            check_output_dir(getattr(cfg, key), key)
 
 
 def export_model(checkpoint_model: Path, out: Path) -> None:
