@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from selfdebug.config import ConfigError, add_config_arguments, load_job_config
-from selfdebug.errors import check_output_dir, report_expected
+from selfdebug.errors import check_output_dir, note_log, report_expected
 from selfdebug.evaluate.config import EvalConfig
 
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_output_dir(cfg.out_dir, "out_dir")  # before any model or cluster starts
+        note_log("eval", cfg.out_dir)
         data = run_eval(cfg, log=lambda s: print(s, flush=True))
     except (FingerprintMismatch, FileNotFoundError, ValueError) as e:
         return report_expected("selfdebug eval", e)

@@ -23,6 +23,7 @@ from selfdebug.errors import (
     OutputError,
     check_output_dir,
     describe,
+    note_log,
     report_expected,
 )
 from selfdebug.synth.config import SynthConfig
@@ -36,6 +37,7 @@ def run(cfg: SynthConfig) -> dict:
 
     out = Path(cfg.out_dir)
     check_output_dir(out, "out_dir")  # before anything is loaded or started
+    note_log("synth", out)
     _, plan = load_plan(cfg)  # fail on missing data or a foreign out_dir before writing
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
