@@ -84,8 +84,8 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
     with ``tokenizer``, default the model's)."""
     from collections import Counter
 
+    from selfdebug.config import resolve_model
     from selfdebug.train.data import PACK_WINDOW, build_examples, rows_from_examples
-    from selfdebug.train.loop import resolve_model
     from selfdebug.train.schedule import plan_schedule, row_counts, warmup_problem
 
     scratch = Path(tempfile.mkdtemp(prefix="sft-plan-"))
@@ -161,9 +161,9 @@ def export_model(checkpoint_model: Path, out: Path) -> None:
 
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``out_dir``; returns a summary."""
+    from selfdebug.config import resolve_model
     from selfdebug.errors import note_log
     from selfdebug.ray_utils import init_ray
-    from selfdebug.train.loop import resolve_model
 
     check_inputs(cfg)  # first: nothing built, loaded or started for a bad path
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
