@@ -233,8 +233,28 @@ def test_torn_metrics_line_is_skipped_on_resume(tmp_path):
         (1, 1.0), (2, 0.5), (3, 0.3)]
     # damage that is not a torn last line is named, not silently dropped
     path.write_text('{"step": 1, "loss": 1}\nnot json\n{"step": 2, "loss": 2}\n')
-    with pytest.raises(InputError, match=rf"{path}, line 2: not a metrics record"):
+    with pytest.raises(InputError, match=rf"{path}, line 2: not a record of this log"):
         read_metrics(tmp_path)
+
+
+def test_sft_report_counts_restarts(tmp_path):
+    """Each start of the training loop is logged (append-only, torn line tolerated); the
+    report counts the restarts and where each resumed."""
+    pytest.importorskip("matplotlib")
+    from selfdebug.train.metrics import ATTEMPTS_FILE, MetricsLog, log_attempt
+    from selfdebug.train.report import write_sft_report
+
+    log = MetricsLog(tmp_path)
+    log.log(1, "train", {"loss": 2.0})
+    log.log(2, "train", {"loss": 1.0})
+    log.close()
+    for resumed_at in (0, 2, 4):
+        log_attempt(tmp_path, resumed_at)
+    with (tmp_path / ATTEMPTS_FILE).open("a") as f:
+        f.write('{"resumed_')  # a crash mid-append
+    data = write_sft_report(tmp_path, {"name": "t"}, {})
+    assert data["summary"]["restarts"] == 2 and data["summary"]["resumed_at_steps"] == [2, 4]
+    assert "- restarts: 2 (resumed at steps [2, 4]" in (tmp_path / "sft_report.md").read_text()
 
 
 # ------------------------------------------------------------------ disk full

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
+ATTEMPTS_FILE = "attempts.jsonl"  # one line per start of the training loop (restarts count)
 
 
 def read_metrics(log_dir: str | Path) -> list[dict]:
@@ -15,12 +16,20 @@ def read_metrics(log_dir: str | Path) -> list[dict]:
     skipped (its step is redone on resume). A bad line before the last is not a crash's
     trace but a damaged file: an error naming the file and line.
     """
+
+    by_key = {(r["step"], r.get("split", "train")): r
+              for r in read_jsonl(Path(log_dir) / METRICS_FILE, "step")}
+    return sorted(by_key.values(), key=lambda r: (r["step"], r.get("split", "train")))
+
+
+def read_jsonl(path: Path, key: str) -> list[dict]:
+    """Records of an append-only JSONL log, each with ``key``; a torn last line (a crash
+    mid-append) is skipped, a bad line elsewhere is an error naming the file and line."""
     from selfdebug.errors import InputError
 
-    path = Path(log_dir) / METRICS_FILE
     if not path.exists():
         return []
-    by_key: dict[tuple, dict] = {}
+    out = []
     lines = path.read_bytes().split(b"\n")
     last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
     for i, raw in enumerate(lines):
@@ -28,15 +37,28 @@ def read_metrics(log_dir: str | Path) -> list[dict]:
             continue
         try:
             rec = json.loads(raw.decode("utf-8"))
-            key = (rec["step"], rec.get("split", "train"))
+            rec[key]  # noqa: B018  a record of this log has its key
         except (ValueError, KeyError, TypeError) as e:
             if i == last:  # torn by a crash mid-append
                 continue
-            raise InputError(f"{path}, line {i + 1}: not a metrics record ({e})",
-                             "delete that line (or the file: metrics are logged again from "
-                             "the resumed step on)") from None
-        by_key[key] = rec
-    return sorted(by_key.values(), key=lambda r: (r["step"], r.get("split", "train")))
+            raise InputError(f"{path}, line {i + 1}: not a record of this log ({e})",
+                             "delete that line (metrics are logged again from the resumed "
+                             "step on)") from None
+        out.append(rec)
+    return out
+
+
+def log_attempt(log_dir: Path, resumed_at: int) -> None:
+    """Note one start of the training loop (fresh, or resumed after a failure or a re-run)."""
+    import time
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / ATTEMPTS_FILE).open("a") as fh:
+        fh.write(json.dumps({"resumed_at": resumed_at, "time": time.time()}) + "\n")
+
+
+def read_attempts(log_dir: Path) -> list[dict]:
+    return read_jsonl(Path(log_dir) / ATTEMPTS_FILE, "resumed_at")
 
 
 class MetricsLog:
