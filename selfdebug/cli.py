@@ -30,8 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"selfdebug: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    from selfdebug.errors import run_command
+
+    # Expected failures print one or two lines and a documented exit code; only bugs
+    # print a traceback (selfdebug/errors.py).
+    return run_command(f"selfdebug {name}",
+                       lambda a: importlib.import_module(COMMANDS[name][0]).main(a), rest)
 
 
 if __name__ == "__main__":

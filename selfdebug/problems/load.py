@@ -24,11 +24,18 @@ HF_DATASETS = {
 }
 
 
-def _open_text(path: Path):
+def _read_text(path: Path) -> str:
+    """The file's text (gunzipped); bytes that are not UTF-8 are an error naming the line."""
     with open(path, "rb") as f:
         magic = f.read(2)
-    return gzip.open(path, "rt", encoding="utf-8") if magic == b"\x1f\x8b" else open(
-        path, encoding="utf-8")
+    with (gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise FormatError(f"{path}, line {line}: not UTF-8 (byte {e.start}: {e.reason}); "
+                          "re-encode the file as UTF-8") from None
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict]]:
@@ -36,8 +43,7 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"problem file not found: {path}")
-    with _open_text(path) as f:
-        text = f.read()
+    text = _read_text(path)
     if not text.strip():
         raise FormatError(f"{path}: the file is empty")
     if text.lstrip().startswith("["):

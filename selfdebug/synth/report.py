@@ -42,6 +42,14 @@ def build_report(cfg_dict: dict, seed: int, out_dir: str | Path, run: dict) -> t
         "tokens_per_s": (mine.get("sample_tokens", 0) + mine.get("refine_tokens", 0)) / wall
         if wall else 0.0,
     }
+    # What was retried or skipped, with reasons (DESIGN: nothing is lost silently).
+    faults = {
+        "repeated_rows": sum(shards[str(s)].get("repeated_rows", 0)
+                             for s in run.get("committed", [])),
+        "generation_errors": mine.get("generation_errors", 0),
+        "failed_refinement_requests": mine.get("refine_errors", 0),
+        "incomplete_shards": run.get("incomplete", []),
+    }
     data = {
         "metadata": run_metadata(seed=seed, config=cfg_dict),
         "fingerprint": manifest.get("fingerprint"),
@@ -49,7 +57,8 @@ def build_report(cfg_dict: dict, seed: int, out_dir: str | Path, run: dict) -> t
                    "committed_this_run": run.get("committed", []),
                    "incomplete": run.get("incomplete", [])},
         "totals": totals,
-        "this_run": {"wall_s": wall, "throughput": throughput, "stages": run.get("stages", [])},
+        "this_run": {"wall_s": wall, "throughput": throughput, "stages": run.get("stages", []),
+                     "retried_and_skipped": faults},
     }
     md = [f"# Synthesis report: {cfg_dict.get('name')}", "",
           f"Shards committed: {len(shards)} of {run.get('shards')}"
@@ -67,6 +76,13 @@ def build_report(cfg_dict: dict, seed: int, out_dir: str | Path, run: dict) -> t
                f"- refinement statuses: {a['refined_status']}",
                f"- by mode: {a.get('by_mode', {})}", ""]
     md += ["## This run", "", f"- wall time: {wall:.1f} s",
+           f"- retried: {faults['repeated_rows']} rows arrived more than once (a retried Ray "
+           "task or a restarted actor upstream) and were stored once",
+           f"- skipped: {faults['generation_errors']} samples whose generation failed and "
+           f"{faults['failed_refinement_requests']} failed refinement requests (kept as rows "
+           "with their error, never judged)"
+           + (f"; shards {faults['incomplete_shards']} incomplete (a problem did not finish: "
+              "re-run the same command to redo them)" if faults["incomplete_shards"] else ""),
            f"- throughput: {throughput['samples_per_s']:.2f} samples/s, "
            f"{throughput['executions_per_s']:.2f} executions/s, "
            f"{throughput['tokens_per_s']:.0f} tokens/s", "",

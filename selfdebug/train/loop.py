@@ -132,9 +132,10 @@ def train_loop(config: dict) -> dict:
     log_dir = cfg.resolved_log_dir()
     log = None
     if rank == 0:
-        from selfdebug.train.metrics import MetricsLog
+        from selfdebug.train.metrics import MetricsLog, log_attempt
 
         log = MetricsLog(log_dir, resume_step=resumed_at)
+        log_attempt(log_dir, resumed_at)  # restarts are counted in the report
         print(f"[sft] {world} worker(s), {len(train_rows)} train / {len(val_rows)} val rows "
               f"per worker, {plan.examples} examples, ≈{plan.examples_per_step:.1f} examples "
               f"and {gas} micro-batch(es) per step, {steps_per_epoch} steps/epoch, "
