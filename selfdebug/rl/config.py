@@ -11,7 +11,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfdebug.llm.generate import EngineSection, SamplingConfig
+try:  # the engine branch moves these to llm/config.py
+    from selfdebug.llm.config import EngineSection, SamplingConfig
+except ImportError:
+    from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.sandbox.judge import SandboxConfig
 
 ESTIMATORS = ("ppo", "grpo", "rloo")
