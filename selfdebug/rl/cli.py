@@ -60,7 +60,7 @@ def run(cfg: RLConfig, pool=None) -> dict:
     from selfdebug.ray_utils import init_ray
     from selfdebug.rl.loop import learner_loop
 
-    cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("log_dir", "output_dir")
+    cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("log_dir", "out_dir")
                           if (v := getattr(cfg, k)) and "://" not in v})
     if cfg.storage_is_local:  # workers run in other directories
         cfg = replace(cfg, storage_path=os.path.abspath(cfg.storage_path.removeprefix("file://")))

@@ -15,7 +15,7 @@ try:  # the engine branch moves these to llm/config.py
     from selfdebug.llm.config import EngineSection, SamplingConfig
 except ImportError:
     from selfdebug.llm.generate import EngineSection, SamplingConfig
-from selfdebug.sandbox.judge import SandboxConfig
+from selfdebug.config import SandboxSection
 
 ESTIMATORS = ("ppo", "grpo", "rloo")
 REWARD_KINDS = ("ledex", "codebleu_only")
@@ -38,15 +38,6 @@ class RewardConfig:
 
 
 @dataclass
-class SandboxSection(SandboxConfig):
-    """`SandboxConfig` + the pool's size (INTERFACES.md §4)."""
-
-    actors: int = 1
-    workers_per_actor: int = 1
-    cpus_per_actor: float = 0.5
-
-
-@dataclass
 class RLConfig:
     name: str = "rl"
     model: str = "tiny"  # the SFT policy: local dir or hub id; "tiny" = the tiny local Llama
@@ -57,7 +48,7 @@ class RLConfig:
     source: str = "../shared/data/mbpp.jsonl"  # problems (tests, canonical solutions)
     split: str = "train"
     limit: int | None = None  # first N problems
-    fixture_problems: int = 32  # when data_dirs is empty
+    fixture_problems: int = 32  # when data_dirs is empty: SFT's MBPP fixture data
     modes: list[str] = field(default_factory=lambda: ["explain_refine", "refine"])
 
     # --- rollouts ---
@@ -105,7 +96,7 @@ class RLConfig:
 
     # --- outputs ---
     storage_path: str = "runs/rl"
-    output_dir: str = ""  # final policy; "" = <storage_path>/<name>/model
+    out_dir: str = ""  # final policy; "" = <storage_path>/<name>/model
     log_dir: str = ""  # "" = <storage_path>/<name>/logs
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
@@ -163,8 +154,8 @@ class RLConfig:
         return Path("runs", self.name, "logs").resolve()
 
     def resolved_output_dir(self) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir).resolve()
+        if self.out_dir:
+            return Path(self.out_dir).resolve()
         if self.storage_is_local:
             return Path(self.run_dir) / "model"
         return Path("runs", self.name, "model").resolve()

@@ -73,48 +73,28 @@ def build_items(records: Iterable[dict], problems: dict[str, Problem]) -> list[R
     return list(items.values())
 
 
-def read_debug_records(dirs: list[str]) -> list[dict]:
-    """Debug records of one or more synthesis outputs (``<dir>/debug/*.parquet``)."""
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
-    rows: list[dict] = []
-    for d in dirs:
-        files = sorted(Path(d, "debug").glob("*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"no debug records under {d}/debug (a synthesis output?)")
-        for f in files:
-            rows.extend(pq.read_table(f).to_pylist())
-    return rows
-
-
 def load_items(cfg) -> tuple[list[RLItem], dict[str, Problem]]:
-    """The job's items and problems: from ``cfg.data_dirs``, or (none given) SFT's MBPP
-    fixture data (mutated canonical solutions, placeholder feedback) on ``cfg.source``."""
+    """The job's items and problems: from ``cfg.data_dirs`` (synthesis outputs), or none
+    given, SFT's MBPP fixture records (mutated canonical solutions, placeholder feedback)
+    for the first ``fixture_problems`` problems of ``cfg.source``."""
+    from selfdebug.dataset import read_debug_records
     from selfdebug.problems.load import load_problems
     from selfdebug.synth.config import resolve_source
 
-    source = resolve_source(cfg.source)
-    problems = {p.task_id: p for p in load_problems(source, split=cfg.split or None,
-                                                    limit=cfg.limit)}
+    problems = {p.task_id: p for p in load_problems(resolve_source(cfg.source),
+                                                    split=cfg.split or None, limit=cfg.limit)}
     if not problems:
         raise ValueError(f"no problems in {cfg.source!r} (split={cfg.split!r})")
     if cfg.data_dirs:
         records = read_debug_records(list(cfg.data_dirs))
         if cfg.limit:  # the first N problems only: their records
             records = [r for r in records if r["task_id"] in problems]
-        return build_items(records, problems), problems
-    from selfdebug.train.fixture_data import fixture_rows, load_mbpp
+    else:
+        from selfdebug.train.fixture_data import fixture_rows
 
-    # The fixture names tasks "mbpp/<id>", the MBPP loader "Mbpp/<id>": match on the id.
-    by_id = {k.rsplit("/", 1)[-1]: p for k, p in problems.items()}
-    records = []
-    for r in fixture_rows(load_mbpp(source))[0]:
-        p = by_id.get(r["task_id"].rsplit("/", 1)[-1])
-        if p is not None:
-            records.append({**r, "task_id": p.task_id})
-    used = {r["task_id"] for r in records}
-    keep = sorted(used, key=list(problems).index)[:cfg.fixture_problems]
-    records = [r for r in records if r["task_id"] in keep]
-    return build_items(records, problems), {k: problems[k] for k in keep}
+        problems = dict(list(problems.items())[:cfg.fixture_problems])
+        records = fixture_rows(list(problems.values()))[0]
+    items = build_items(records, problems)
+    if not items:
+        raise ValueError("no RL items: the debug data has no wrong programs for these problems")
+    return items, problems

@@ -22,6 +22,7 @@ def make_judge(problems: dict, cfg: RLConfig):
 
     s = asdict(cfg.sandbox)
     pool_args = {k: s.pop(k) for k in ("actors", "workers_per_actor", "cpus_per_actor")}
+    s.pop("batch_size", None)  # a Ray Data setting; the pool is called directly here
     try:
         from selfdebug.sandbox.pool import SandboxActorPool  # the sandbox branch's pool
     except ImportError:
