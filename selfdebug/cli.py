@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command -> module with main(argv) -> int
+# command -> module with main(argv) -> int; only commands that run (tests import each one)
 COMMANDS = {
     "execute": ("selfdebug.sandbox.cli", "judge samples against a benchmark's tests"),
     "tiny-model": ("selfdebug.llm.tiny_model", "build the small local model (CPU default)"),
@@ -13,7 +13,6 @@ COMMANDS = {
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "rl": ("selfdebug.rl.cli", "reinforcement learning with LeDex's rewards (PPO, GRPO, RLOO)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
-    "serve": ("selfdebug.serve.cli", "serve the debugger (Ray Serve)"),
 }
 
 

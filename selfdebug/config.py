@@ -95,8 +95,30 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         raise ConfigError(
             f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}"
         )
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        at = f"{where}.{k}" if where else k
+        default = fields[k].default_factory
+        if isinstance(v, dict) and default is not dataclasses.MISSING:
+            base = default()
+            if dataclasses.is_dataclass(base):
+                # a partial section keeps the job's own defaults for the keys it leaves out
+                # (e.g. eval's sandbox.cpus_per_actor), not the section class's
+                kwargs[k] = dataclasses.replace(base, **_convert_keys(type(base), v, at))
+                continue
+        kwargs[k] = _convert(hints[k], v, at)
     return cls(**kwargs)
+
+
+def _convert_keys(cls: type, data: dict, where: str) -> dict:
+    """``data``'s values converted to ``cls``'s field types (unknown keys are an error)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

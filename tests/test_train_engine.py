@@ -162,3 +162,22 @@ def test_ray_private_api_guard_still_applies():
         "selfdebug.ray_utils.shutdown_ray")
     params = inspect.signature(node.Node._kill_process_type).parameters
     assert "check_alive" in params and hasattr(ray._private.worker, "_global_node")
+
+
+def test_dry_run_plans_without_training(tiny_model_dir, shared_data, capsys):
+    import json
+    from pathlib import Path
+
+    from selfdebug.train.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "sft-cpu.yaml"
+    common = ["--config", str(config), "--dry-run", f"model={tiny_model_dir}",
+              f"mbpp_path={shared_data / 'mbpp.jsonl'}", "fixture_problems=12"]
+    assert main(common) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["examples_by_kind"]["refine"] == 2 * plan["examples_by_kind"]["explain_refine"]
+    assert plan["total_steps"] == plan["steps_per_epoch"] * 2 > 0
+    assert plan["tokens_per_step"] > 0 and 0 < plan["warmup_fraction"] < 1
+    assert main(common + ["warmup_steps=400"]) == 2
+    err = capsys.readouterr().err
+    assert f"warmup_steps 400 ≥ total optimizer steps {plan['total_steps']}" in err

@@ -85,7 +85,7 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
 
     from selfdebug.train.data import PACK_WINDOW, build_examples, rows_from_examples
     from selfdebug.train.loop import resolve_model
-    from selfdebug.train.schedule import plan_schedule, row_counts
+    from selfdebug.train.schedule import plan_schedule, row_counts, warmup_problem
 
     scratch = Path(tempfile.mkdtemp(prefix="sft-plan-"))
     try:
@@ -100,8 +100,9 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
     kept = [r for i in range(world) for r in rows[i::world][:per_worker]]
     examples, n_rows, tokens = row_counts(kept)
     schedule = plan_schedule(cfg, world=world, examples=examples, rows=n_rows, tokens=tokens,
-                             rows_per_worker=per_worker)
-    return {"examples_by_kind": dict(sorted(Counter(e["kind"] for e in train).items())),
+                             rows_per_worker=per_worker, check=False)
+    return {"error": warmup_problem(cfg, schedule.total_steps, examples),
+            "examples_by_kind": dict(sorted(Counter(e["kind"] for e in train).items())),
             "train_examples": len(train), "validation_examples": len(val),
             "dropped_longer_than_max_seq_len": len(train) - sum(
                 len(r["example_ids"]) for r in rows),
@@ -145,4 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfdebug sft: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
+    if summary.get("error"):  # --dry-run: the plan is printed, and what a run would refuse
+        print(f"selfdebug sft: {summary['error']}", file=sys.stderr)
+        return 2
     return 0

@@ -50,10 +50,21 @@ class Schedule:
                 "warmup_fraction": round(self.warmup_fraction, 4)}
 
 
+def warmup_problem(cfg, total: int, examples: int) -> str | None:
+    """Why warm-up cannot end within ``total`` steps (None when it can)."""
+    if cfg.warmup_steps < total:
+        return None
+    return (f"warmup_steps {cfg.warmup_steps} ≥ total optimizer steps {total} "
+            f"({examples} examples × {cfg.epochs} epoch(s) / ≈{cfg.global_batch_size} "
+            f"examples per step): the learning rate would never reach lr {cfg.lr} and the "
+            "cosine decay would never start; lower warmup_steps or global_batch_size")
+
+
 def plan_schedule(cfg, *, world: int, examples: int, rows: int, tokens: int,
-                  rows_per_worker: int | None = None) -> Schedule:
+                  rows_per_worker: int | None = None, check: bool = True) -> Schedule:
     """The run's schedule for ``cfg`` (an `SFTConfig`); raises ValueError naming the numbers
-    when the data cannot fill one step or when warm-up would not end before the run does."""
+    when the data cannot fill one step or (``check``) when warm-up would not end before the
+    run does."""
     if examples <= 0 or rows <= 0:
         raise ValueError("no training examples (no correct refinements or passing samples, "
                          "or every example longer than max_seq_len?)")
@@ -70,12 +81,8 @@ def plan_schedule(cfg, *, world: int, examples: int, rows: int, tokens: int,
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps > 0:
         total = min(total, cfg.max_steps)
-    if cfg.warmup_steps >= total:
-        raise ValueError(
-            f"warmup_steps {cfg.warmup_steps} ≥ total optimizer steps {total} "
-            f"({examples} examples × {cfg.epochs} epoch(s) / ≈{cfg.global_batch_size} "
-            f"examples per step): the learning rate would never reach lr {cfg.lr} and the "
-            "cosine decay would never start; lower warmup_steps or global_batch_size")
+    if check and (problem := warmup_problem(cfg, total, examples)):
+        raise ValueError(problem)
     return Schedule(world=world, examples=examples, rows=rows, tokens=tokens,
                     micro_batch_size=m, grad_accum=accum, steps_per_epoch=steps_per_epoch,
                     total_steps=total, warmup_steps=cfg.warmup_steps)
