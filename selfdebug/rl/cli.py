@@ -20,13 +20,6 @@ from selfdebug.config import add_config_arguments, load_job_config
 from selfdebug.rl.config import RLConfig
 
 
-def resolve_model(model: str) -> str:
-    from selfdebug.synth.config import resolve_model as resolve
-
-    path = resolve(model)
-    return str(Path(path).resolve()) if Path(path).is_dir() else path
-
-
 def start_engines(cfg: RLConfig, model_path: str):
     from selfdebug.llm.engine_pool import EnginePool
 
@@ -41,7 +34,7 @@ def trainer(cfg: RLConfig, pool, model_path: str):
 
     from selfdebug.rl.loop import learner_loop
 
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}
     storage = os.path.abspath(cfg.storage_path) if cfg.storage_is_local else cfg.storage_path
     return TorchTrainer(
         learner_loop,
@@ -57,6 +50,7 @@ def trainer(cfg: RLConfig, pool, model_path: str):
 def run(cfg: RLConfig, pool=None) -> dict:
     """Train; returns a summary. ``pool``: engines already started for this model (tests,
     benchmarks), else started and shut down here."""
+    from selfdebug.config import resolve_model
     from selfdebug.ray_utils import init_ray
     from selfdebug.rl.loop import learner_loop
 

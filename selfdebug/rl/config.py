@@ -11,11 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # the engine branch moves these to llm/config.py
-    from selfdebug.llm.config import EngineSection, SamplingConfig
-except ImportError:
-    from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.config import SandboxSection
+from selfdebug.llm.config import EngineSection, SamplingConfig
 
 ESTIMATORS = ("ppo", "grpo", "rloo")
 REWARD_KINDS = ("ledex", "codebleu_only")
@@ -92,6 +89,7 @@ class RLConfig:
     num_workers: int = 1  # learner workers (Ray Train)
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # with use_gpu; < 1 shares a GPU with an engine (colocated)
     use_ray_train: bool = True  # False: the learner runs in the driver process (tests, debug)
 
     # --- outputs ---
@@ -120,10 +118,19 @@ class RLConfig:
         check(self.items_per_step >= 1 and self.steps >= 1, "items_per_step and steps must be ≥ 1")
         check(0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "gamma and lam must be in [0, 1]")
         check(self.reward.timeout_s > 0, "reward.timeout_s must be > 0")
+        check(not self.overlap or (self.sampling.temperature == 1.0 and self.sampling.top_p == 1.0),
+              "overlap takes the ratio against vLLM's log-probs of the unmodified distribution:"
+              " it needs sampling.temperature = 1 and sampling.top_p = 1")
+        check(self.items_per_step % self.num_workers == 0,
+              f"items_per_step {self.items_per_step} must be a multiple of num_workers "
+              f"{self.num_workers} (each learner worker takes whole groups)")
         per_step = self.micro_batch_size * self.num_workers
         check(self.mini_batch_size % per_step == 0,
               f"mini_batch_size {self.mini_batch_size} is not a multiple of micro_batch_size × "
               f"num_workers = {per_step}")
+        check(self.zero_stage in (0, 1, 2, 3), f"zero_stage {self.zero_stage}: 0-3")
+        check(self.precision in ("auto", "bf16", "fp32"),
+              f"precision {self.precision!r}: auto, bf16 or fp32")
         check(self.rollouts_per_step % self.mini_batch_size == 0,
               f"items_per_step × sampling.n = {self.rollouts_per_step} is not a multiple of "
               f"mini_batch_size {self.mini_batch_size}")
