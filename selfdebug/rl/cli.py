@@ -60,6 +60,9 @@ def run(cfg: RLConfig, pool=None) -> dict:
         cfg = replace(cfg, storage_path=os.path.abspath(cfg.storage_path.removeprefix("file://")))
     cfg = replace(cfg, data_dirs=[str(Path(d).resolve()) if "://" not in d else d
                                   for d in cfg.data_dirs])
+    from selfdebug.synth.config import resolve_source
+
+    cfg = replace(cfg, source=resolve_source(cfg.source))  # workers run elsewhere
     model_path = resolve_model(cfg.model)
     init_ray(cfg.ray_address or None)
     own_pool = pool is None

@@ -54,6 +54,7 @@ class RLConfig:
         default_factory=lambda: SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_tokens=256))
     items_per_step: int = 8  # RL items per step; each gets sampling.n answers
     overlap: bool = False  # generate step t+1 while the learner trains on step t
+    rollout_timeout_s: float = 3600.0  # a step's generation: past it the run fails, naming it
 
     # --- rewards ---
     reward: RewardConfig = field(default_factory=RewardConfig)

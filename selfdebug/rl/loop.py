@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch.distributed as dist
@@ -122,7 +121,7 @@ def learner_loop(config: dict) -> dict:
             batch, timing, rollouts = None, {}, None
             if rank == 0:
                 t0 = time.perf_counter()
-                rollouts, timing = pending.result(timeout=cfg.reward.timeout_s + 3600)
+                rollouts, timing = _result(pending, step, cfg)
                 timing["wait_rollouts_s"] = time.perf_counter() - t0
                 pending = None
                 if cfg.overlap and step + 1 < cfg.steps:
@@ -136,8 +135,7 @@ def learner_loop(config: dict) -> dict:
             totals = dict(zip(keys, distributed_sum(*(acc[k] for k in keys))))
             t0 = time.perf_counter()
             if pending is not None:  # engines reload between generation phases
-                pending_done = pending
-                pending_done.exception(timeout=cfg.reward.timeout_s + 3600)
+                _result(pending, step + 1, cfg)
             wait_next_s = time.perf_counter() - t0
             sync_s = _sync_weights(lr, cfg, pool)
             if rank == 0 and not cfg.overlap and step + 1 < cfg.steps:
@@ -190,6 +188,19 @@ def learner_loop(config: dict) -> dict:
     return summary
 
 
+def _result(pending, step: int, cfg: RLConfig):
+    """The rollouts of ``step`` (generation is bounded by the engines' own limits; this
+    wait is the backstop, naming what it waited for)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    limit = cfg.reward.timeout_s + cfg.rollout_timeout_s
+    try:
+        return pending.result(timeout=limit)
+    except FutureTimeout:
+        raise TimeoutError(f"rollouts of step {step + 1} (generation on the engine pool + "
+                           f"rewards) not ready within {limit:.0f} s") from None
+
+
 def _sync_weights(lr, cfg: RLConfig, pool) -> float:
     """The policy's weights into every engine, in place; seconds taken (a collective)."""
     from selfdebug.train.export import full_state_dict
@@ -237,5 +248,3 @@ def _final_outputs(lr, cfg, state, kl, model_path, tokenizer, log):
             shutil.copytree(out, cfg.resolved_output_dir(), dirs_exist_ok=True)
     return extra
 
-
-__all__ = ["learner_loop", "rollout_metrics", "InjectedFailure", "asdict"]
