@@ -171,8 +171,8 @@ def update(lr: Learner, b: dict, cfg: RLConfig, kl_coef: float, step: int) -> di
 
 
 def _ev_parts(values, returns, mask) -> tuple[float, float]:
-    """Sums for explained variance over all workers: Σ(R−V−m)², Σ(R−m') … kept simple:
-    this worker's explained variance weighted by its token count."""
+    """(this worker's explained variance × its answer tokens, its answer tokens): summed
+    over workers, their ratio is the token-weighted mean (exact with one worker)."""
     ev = losses.explained_variance(values, returns, mask)
     n = float(mask.sum())
     return (ev * n if ev == ev else 0.0), n
