@@ -174,3 +174,33 @@ def test_explanation_similarity_with_minilm():
     both = rewards.embedding_similarity(emb, ref, [ref, "Bananas are yellow."])
     alone = rewards.embedding_similarity(emb, ref, ["Bananas are yellow."])
     assert both == pytest.approx((1 + alone) / 2, abs=1e-4)
+
+
+def test_answer_token_logprobs_and_values_line_up(tiny_model_dir):
+    """`policy.forward` on right-padded prompt+answer rows gives, per answer token, the
+    log-prob the training engine's `token_logprobs` gives for it, and the value head's
+    output at the position that chose it."""
+    from transformers import AutoModelForCausalLM
+
+    from selfdebug.rl.policy import ValueHeadPolicy, collate, forward, lm_state
+    from selfdebug.train.engine import token_logprobs
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    policy = ValueHeadPolicy(lm, value_scale=2.0).eval()
+    torch.nn.init.normal_(policy.value_head.weight)
+    prompts, answers = [[1, 50, 60, 70], [1, 80]], [[90, 91], [92, 93, 94]]
+    b = collate(prompts, answers, pad_id=0)
+    with torch.no_grad():
+        lp, v, ent = forward(policy, b, with_entropy=True)
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            ids = torch.tensor([p + a])
+            ref = token_logprobs(lm, ids)[0, len(p) - 1:]
+            assert torch.allclose(lp[i, :len(a)], ref, atol=1e-5)
+            assert (lp[i, len(a):] == 0).all() and b["mask"][i].sum() == len(a)
+            h = lm(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
+            want = policy.value_head(h).squeeze(-1) * 2.0
+            assert torch.allclose(v[i, :len(a)], want[len(p) - 1:len(p) - 1 + len(a)], atol=1e-5)
+    assert 0 < ent.item() < math.log(lm.config.vocab_size) + 1e-3
+    state = lm_state(policy.state_dict())
+    assert set(state) == set(lm.state_dict())  # weight sync and export: the LM's own names
