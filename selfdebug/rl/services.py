@@ -18,43 +18,13 @@ def make_judge(problems: dict, cfg: RLConfig):
     """The sandbox pool the S_ut reward runs on (None for the CodeBLEU-only reward)."""
     if cfg.reward.kind != "ledex":
         return None
+    from selfdebug.sandbox.actor_pool import SandboxActorPool
     from selfdebug.sandbox.judge import SandboxConfig
 
     s = asdict(cfg.sandbox)
     pool_args = {k: s.pop(k) for k in ("actors", "workers_per_actor", "cpus_per_actor")}
-    s.pop("batch_size", None)  # a Ray Data setting; the pool is called directly here
-    try:
-        from selfdebug.sandbox.pool import SandboxActorPool  # the sandbox branch's pool
-    except ImportError:
-        return _ActorJudge(problems, SandboxConfig(**s), **pool_args)
-    return SandboxActorPool(problems, SandboxConfig(**s), **pool_args)
-
-
-class _ActorJudge:
-    """Stand-in until `SandboxActorPool` lands: `SandboxActor`s (the execute stage's actor)
-    behind the pool's ``ajudge`` call, rows spread over the actors."""
-
-    def __init__(self, problems, config, *, actors=1, workers_per_actor=1, cpus_per_actor=0.5):
-        import ray
-
-        from selfdebug.sandbox.actor import SandboxActor
-
-        ref = ray.put(problems)
-        cls = ray.remote(SandboxActor).options(num_cpus=cpus_per_actor, max_restarts=1,
-                                               max_task_retries=1)
-        self.actors = [cls.remote(ref, config, workers_per_actor) for _ in range(actors)]
-        self.next = 0
-
-    async def ajudge(self, rows: list[dict]) -> list[dict]:
-        actor = self.actors[self.next % len(self.actors)]
-        self.next += 1
-        return await actor.run_rows.remote([(r["task_id"], r["code"]) for r in rows])
-
-    def shutdown(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a)
+    chunk = s.pop("batch_size")  # rows per call to one actor
+    return SandboxActorPool(problems, SandboxConfig(**s), chunk_size=chunk, **pool_args)
 
 
 class Services:
