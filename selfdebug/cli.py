@@ -11,6 +11,7 @@ COMMANDS = {
     "tiny-model": ("selfdebug.llm.tiny_model", "build the small local model (CPU default)"),
     "synth": ("selfdebug.synth.cli", "synthesize the self-debugging dataset"),
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
+    "rl": ("selfdebug.rl.cli", "reinforcement learning with LeDex's rewards (PPO, GRPO, RLOO)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
 }
 

@@ -26,6 +26,9 @@ class EngineConfig:
     max_model_len: int = 2048
     gpu_memory_utilization: float | None = None  # GPU 0.9; CPU 0.05 (a fraction of RAM)
     cpu: bool | None = None  # None: CPU when the cluster (or this host) has no GPU
+    # Ray GPUs per engine actor (GPU, TP 1); None = 1. Below 1 an engine shares its GPU,
+    # e.g. with an RL learner worker (colocated; lower gpu_memory_utilization to match).
+    num_gpus: float | None = None
     num_cpus: float | None = None  # Ray CPUs per engine worker; CPU default 0.5 (fractional)
     cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE
     enforce_eager: bool | None = None  # None: True on CPU (faster start), False on GPU

@@ -232,7 +232,8 @@ class EnginePool:
             options["num_cpus"] = engine.num_cpus if engine.num_cpus is not None else 0.5
         else:
             # TP > 1: vLLM's Ray executor places one worker per GPU itself.
-            options["num_gpus"] = 1 if engine.tensor_parallel_size == 1 else 0
+            options["num_gpus"] = (0 if engine.tensor_parallel_size > 1 else
+                                   engine.num_gpus if engine.num_gpus is not None else 1)
             options["num_cpus"] = engine.num_cpus if engine.num_cpus is not None else 1
         actor = ray.remote(EngineActor).options(**options)
         return cls([actor.remote(engine) for _ in range(max(1, engine.num_replicas))],
