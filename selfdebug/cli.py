@@ -13,6 +13,8 @@ COMMANDS = {
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
     "serve": ("selfdebug.serve.cli", "serve the debugger (Ray Serve)"),
+    "world": ("selfdebug.world.cli", "write the demo's procedural problem world (JSONL)"),
+    "demo": ("selfdebug.demo.cli", "CPU-scale LeDex reproduction: self-bootstrap rounds"),
 }
 
 
