@@ -42,7 +42,11 @@ def _read_dir(uri: str) -> list[dict]:
 
 
 def raw_examples(data_dir: str | Path) -> list[dict]:
-    """One dict per candidate example: example_id, task_id, kind, messages (JSON), answer."""
+    """One dict per candidate example: example_id, task_id, kind, messages (JSON), answer.
+
+    From ``debug/`` (correct refinements) and ``samples/`` (passing samples) of a synthesis
+    output, and ``examples/`` (rows already in this form, e.g. the demo's).
+    """
     from selfdebug.llm import prompts
 
     data = str(data_dir).rstrip("/")
@@ -67,6 +71,11 @@ def raw_examples(data_dir: str | Path) -> list[dict]:
                     "task_id": r["task_id"], "kind": "generate",
                     "messages": json.dumps(prompts.generate_messages(r["prompt"])),
                     "answer": prompts.assistant_answer(r["code"])})
+    # Ready-made examples (the demo's pretraining and in-memory round data): same columns
+    for r in _read_dir(f"{data}/examples"):
+        if r["kind"] not in KINDS:
+            raise ValueError(f"{data}/examples: unknown example kind {r['kind']!r}; known: {KINDS}")
+        out.append({k: r[k] for k in ("example_id", "task_id", "kind", "messages", "answer")})
     out.sort(key=lambda e: e["example_id"])  # independent of file and row order
     return out
 

@@ -265,3 +265,10 @@ def spec_of(rec: dict) -> Spec:
 
 def with_ops(spec: Spec, ops) -> Spec:
     return replace(spec, ops=tuple(ops))
+
+
+def problems_of(records: list[dict]):
+    """`Problem`s of records, as `load_problems` would read them from the written file."""
+    from selfdebug.problems.formats import humaneval
+
+    return [humaneval({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
