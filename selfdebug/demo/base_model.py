@@ -119,13 +119,13 @@ def write_examples(examples: list[dict], data_dir: Path) -> Path:
 def sft_config(name: str, model: str, data_dir: Path, work: Path, out: Path, *, lr: float,
                warmup: int, gbs: int, mbs: int, max_seq_len: int, seed: int,
                epochs: int = 1000, max_steps: int = -1, workers: int = 1,
-               cpus: float = 2.0, min_lr_ratio: float = 0.1):
+               cpus: float = 2.0, min_lr_ratio: float = 0.1, packing: bool = True):
     """The SFT stage's config for one of the demo's trainings (no validation split)."""
     from selfdebug.train.config import SFTConfig
 
     return SFTConfig(
         name=name, model=model, seed=seed, data_dir=str(data_dir), val_fraction=0.0,
-        max_seq_len=max_seq_len, packing=True, epochs=epochs, max_steps=max_steps,
+        max_seq_len=max_seq_len, packing=packing, epochs=epochs, max_steps=max_steps,
         micro_batch_size=mbs, global_batch_size=gbs, lr=lr, min_lr_ratio=min_lr_ratio,
         warmup_steps=warmup, weight_decay=0.0, num_workers=workers, cpus_per_worker=cpus,
         storage_path=str(work / "sft"), output_dir=str(out), log_dir=str(work / "logs"),

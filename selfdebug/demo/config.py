@@ -30,8 +30,8 @@ class BaseModelConfig:
     steps: int = 800
     lr: float = 2e-3
     warmup_steps: int = 40
-    global_batch_size: int = 8  # packed rows per step
-    micro_batch_size: int = 4
+    global_batch_size: int = 2  # packed rows (of max_seq_len tokens) per step
+    micro_batch_size: int = 2
     max_seq_len: int = 512
     cache_dir: str = ".cache/demo-base"  # pretrained models by config hash (relative: repo)
 
@@ -43,9 +43,9 @@ class BaseModelConfig:
 
 @dataclass
 class SynthSettings:
-    problems: int = 1500  # train problems per round (the first N of the train split)
+    problems: int = 1000  # train problems per round (the first N of the train split)
     samples: int = 2  # initial samples per problem
-    attempts: int = 8  # repairs per wrong sample (method arm)
+    attempts: int = 4  # repairs per wrong sample (method arm)
     temperature: float = 0.8
     top_p: float = 1.0
     max_tokens: int = 160
@@ -53,10 +53,10 @@ class SynthSettings:
 
 @dataclass
 class SFTSettings:
-    epochs: int = 3
+    epochs: int = 2
     lr: float = 5e-4
     warmup_steps: int = 10
-    global_batch_size: int = 8
+    global_batch_size: int = 4  # packed rows per step
     micro_batch_size: int = 4
     max_seq_len: int = 512
     num_workers: int = 1
@@ -65,7 +65,7 @@ class SFTSettings:
 
 @dataclass
 class EvalSettings:
-    problems: int = 300  # held-out problems (the first N of the test split)
+    problems: int = 200  # held-out problems (the first N of the test split)
     samples: int = 2  # initial samples per problem (init@1 is their mean)
     temperature: float = 0.8
     top_p: float = 1.0

@@ -68,7 +68,8 @@ def examples_of(data: dict, by_id: dict, with_repairs: bool) -> list[dict]:
                         "messages": json.dumps(prompts.generate_messages(by_id[r["task_id"]].prompt)),
                         "answer": prompts.assistant_answer(r["code"])})
     for r in data["repairs"] if with_repairs else ():
-        key = ("r", r["task_id"], r["wrong_code"], r["code"])
+        # one verified repair per wrong program: what SFT time allows on 2 cores
+        key = ("r", r["task_id"], r["wrong_code"])
         if r["status"] == "passed" and key not in seen:
             seen.add(key)
             messages = prompts.refine_messages(by_id[r["task_id"]].prompt, r["wrong_code"],
@@ -80,15 +81,24 @@ def examples_of(data: dict, by_id: dict, with_repairs: bool) -> list[dict]:
     return out
 
 
-def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig, seed: int) -> tuple[str, dict]:
+def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
+             seed: int) -> tuple[str, dict]:
+    """SFT (the stage itself, Ray Train) of ``model`` on ``examples``; (new model, stats).
+    No examples: the model stays as it is (and the stats say so)."""
     from selfdebug.train.cli import run as run_sft
 
+    if not examples:
+        return model, {"steps": 0, "tokens": 0, "skipped": "no examples"}
     out = work / "model"
     s = cfg.sft
+    gbs, mbs, packing = s.global_batch_size, s.micro_batch_size, True
+    if len(examples) < 8 * gbs:  # too few to pack into full steps (reduced runs, tests)
+        gbs = mbs = min(gbs, len(examples))
+        packing = False
     sft = sft_config(work.name, model, write_examples(examples, work / "data"), work, out,
-                     lr=s.lr, warmup=s.warmup_steps, gbs=s.global_batch_size,
-                     mbs=s.micro_batch_size, max_seq_len=s.max_seq_len, seed=seed,
-                     epochs=s.epochs, workers=s.num_workers, cpus=s.cpus_per_worker)
+                     lr=s.lr, warmup=s.warmup_steps, gbs=gbs, mbs=mbs,
+                     max_seq_len=s.max_seq_len, seed=seed, epochs=s.epochs,
+                     workers=s.num_workers, cpus=s.cpus_per_worker, packing=packing)
     summary = run_sft(sft)
     return str(out), {"steps": summary.get("steps"), "tokens": summary.get("tokens")}
 
