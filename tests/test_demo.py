@@ -47,7 +47,9 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
         for r in rounds:
             assert r["samples"] == 16 and 0 <= r["init@1"] <= r["refine@1"] <= 1
             assert r["fixed_set_size"] == rounds[0]["fixed_set_size"]
-        assert data["data"][arm][0]["steps"] >= 1
+        sft = data["data"][arm][0]
+        # a 12-step base model may get nothing right: then SFT is skipped, and says so
+        assert sft["steps"] >= 1 if sft["examples"] else sft["skipped"] == "no examples"
     # the control trains on correct initial samples only
     assert "refine" not in data["data"]["generation_only"][0]["by_kind"]
     assert set(data["acceptance"]) >= {"method_refine_gain", "repair_vs_resample",

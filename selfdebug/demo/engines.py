@@ -13,7 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from selfdebug.llm import engine_pool as _engine_pool
 from selfdebug.llm.generate import EngineConfig, sample_seed
+
+# The engine layer's pool with in-place weight reload (INTERFACES.md §1), once on main.
+_HAS_POOL = hasattr(_engine_pool, "EnginePool")
 
 
 @dataclass
@@ -30,29 +34,44 @@ class Engines:
     def __init__(self, engine: EngineConfig, log: Callable[[str], None] = print):
         self.config, self.log = engine, log
         self.actors: list = []
+        self.pool = None
         self.model = ""
         self.load_seconds: list[float] = []
         self.tokens = 0
 
     def load(self, model_dir: str) -> None:
-        """Serve ``model_dir`` from now on (its weights loaded into the running engines)."""
+        """Serve ``model_dir`` from now on: the first call starts the engines, later ones
+        load the new weights into them in place (same tokenizer and architecture)."""
+        if model_dir == self.model:
+            return
+        t0 = time.time()
+        if _HAS_POOL:
+            from selfdebug.llm.engine_pool import EnginePool
+
+            if self.pool is None:
+                cfg = EngineConfig(**{**self.config.__dict__, "model": model_dir})
+                self.pool = EnginePool.start(cfg, name="demo")
+                self.pool.wait_ready(timeout_s=600)
+            else:
+                self.pool.reload_weights(model_dir)
+                self.pool.reset_prefix_cache()
+        else:
+            self._restart(model_dir)
+        self.model = model_dir
+        self.load_seconds.append(time.time() - t0)
+        self.log(f"engines: serving {model_dir} ({self.load_seconds[-1]:.1f} s)")
+
+    def _restart(self, model_dir: str) -> None:
+        # Until the engine layer's in-place reload is on main: new engines on the new dir.
         import ray
 
         from selfdebug.llm.engine_pool import start_engines
 
-        if model_dir == self.model:
-            return
-        t0 = time.time()
-        # Prototype until the engine layer's in-place reload lands on main: restart the
-        # engines on the new directory (same tokenizer and architecture every round).
         for a in self.actors:
             ray.kill(a)
         cfg = EngineConfig(**{**self.config.__dict__, "model": model_dir})
         self.actors = start_engines(cfg)
         ray.get([a.ready.remote() for a in self.actors], timeout=600)
-        self.model = model_dir
-        self.load_seconds.append(time.time() - t0)
-        self.log(f"engines: serving {model_dir} ({self.load_seconds[-1]:.1f} s)")
 
     def generate(self, requests: list[list[dict]], sampling: Sampling,
                  keys: list[str]) -> list[str]:
@@ -64,11 +83,18 @@ class Engines:
         params = [{"n": 1, "temperature": sampling.temperature, "top_p": sampling.top_p,
                    "max_tokens": sampling.max_tokens,
                    "seed": sample_seed(sampling.seed, k, 0)} for k in keys]
-        prompts = [json.dumps(m) for m in requests]
-        chunk = max(1, -(-len(prompts) // len(self.actors)))
-        refs = [a.generate.remote(prompts[i:i + chunk], params[i:i + chunk], 1, True)
-                for a, i in zip(self.actors, range(0, len(prompts), chunk))]
-        out = [x for part in ray.get(refs, timeout=3600) for x in part]
+        if _HAS_POOL:
+            from selfdebug.llm.engine_pool import GenerationRequest
+
+            done = self.pool.generate([GenerationRequest(messages=m, sampling=p)
+                                       for m, p in zip(requests, params)], timeout_s=3600)
+            out = [(c[0].text, len(c[0].token_ids), c[0].error) for c in done]
+        else:
+            prompts = [json.dumps(m) for m in requests]
+            chunk = max(1, -(-len(prompts) // len(self.actors)))
+            refs = [a.generate.remote(prompts[i:i + chunk], params[i:i + chunk], 1, True)
+                    for a, i in zip(self.actors, range(0, len(prompts), chunk))]
+            out = [x for part in ray.get(refs, timeout=3600) for x in part]
         errors = [e for _, _, e in out if e]
         if errors and len(errors) == len(out):
             raise RuntimeError(f"every generation request failed, e.g.: {errors[0]}")
@@ -78,9 +104,11 @@ class Engines:
     def shutdown(self) -> None:
         import ray
 
+        if self.pool is not None:
+            self.pool.shutdown()
         for a in self.actors:
             ray.kill(a)
-        self.actors = []
+        self.actors, self.pool = [], None
 
 
 class Sandbox:
