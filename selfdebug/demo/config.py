@@ -30,8 +30,8 @@ class BaseModelConfig:
     steps: int = 800
     lr: float = 2e-3
     warmup_steps: int = 40
-    global_batch_size: int = 2  # packed rows (of max_seq_len tokens) per step
-    micro_batch_size: int = 2
+    global_batch_size: int = 4  # packed rows (of max_seq_len tokens) per step
+    micro_batch_size: int = 4
     max_seq_len: int = 512
     cache_dir: str = ".cache/demo-base"  # pretrained models by config hash (relative: repo)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from selfdebug.demo.base_model import pretrained_base, sft_config, write_examples
 from selfdebug.demo.config import DemoConfig
-from selfdebug.demo.cputime import cpu_seconds
+from selfdebug.demo.cputime import CpuMeter
 from selfdebug.demo.engines import Engines, Sampling, Sandbox
 from selfdebug.demo.rollout import evaluate, repair, sample
 from selfdebug.llm import prompts
@@ -34,13 +34,14 @@ class Timer:
     def __init__(self, log: Callable[[str], None]):
         self.stages: list[dict] = []
         self.log = log
+        self.cpu = CpuMeter()
 
     def __call__(self, stage: str, fn: Callable, *args, **kwargs):
-        t0, c0 = time.time(), cpu_seconds()
+        t0, c0 = time.time(), self.cpu.seconds()
         try:
             return fn(*args, **kwargs)
         finally:
-            wall, cpu = time.time() - t0, cpu_seconds() - c0
+            wall, cpu = time.time() - t0, self.cpu.seconds() - c0
             self.stages.append({"stage": stage, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)})
             self.log(f"[{stage}] {wall:.1f} s wall, {cpu:.1f} s CPU")
 
@@ -171,6 +172,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         sandbox.shutdown()
     if own_cluster:
         timer("ray stop", shutdown_ray)
+    timer.cpu.stop()
     report = {
         "name": cfg.name, "arms": cfg.arms, "rounds": cfg.rounds, "results": results,
         "data": data_stats, "base_model": base, "stages": timer.stages,

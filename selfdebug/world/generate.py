@@ -32,7 +32,7 @@ class Spec:
     end: str = ""  # list families: sum | len | list
     threshold: int | None = None  # branch family: "if x > threshold"
     constant: object = None  # hidden families
-    phrasing: tuple[int, ...] = ()  # which description text per op
+    phrasing: tuple[int, ...] = ()  # which description text per op (`WorldConfig.phrasings`)
 
     @property
     def combination(self) -> str:
@@ -48,6 +48,7 @@ class WorldConfig:
     heldout_fraction: float = 0.2  # share of combinations held out
     hidden_share: float = 0.4  # share of problems from hidden-constant families
     tests_per_problem: int = 4  # 3..5
+    phrasings: int = 1  # description texts per operation (1..2): more is harder to learn
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
 
     def validate(self) -> None:
@@ -58,6 +59,8 @@ class WorldConfig:
             raise ValueError(f"tests_per_problem must be 3..5, got {self.tests_per_problem}")
         if not 0 < self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if self.phrasings not in (1, 2):
+            raise ValueError(f"phrasings must be 1 or 2, got {self.phrasings}")
         if self.train_problems < 1 or self.test_problems < 0:
             raise ValueError("train_problems must be ≥ 1 and test_problems ≥ 0")
 
@@ -174,7 +177,7 @@ def _combo_ops(combo: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- problems
-def make_spec(combo: str, rng: random.Random) -> Spec:
+def make_spec(combo: str, rng: random.Random, phrasings: int = 1) -> Spec:
     family, rest = combo.split(":", 1)
     body, _, end = rest.partition(">")
     fam = FAMILIES[family]
@@ -185,7 +188,7 @@ def make_spec(combo: str, rng: random.Random) -> Spec:
     return Spec(family=family, ops=tuple(ops), end=end,
                 threshold=rng.randint(0, 9) if family == "branch" else None,
                 constant=hidden_constant(fam.kind, rng) if fam.hidden else None,
-                phrasing=tuple(rng.randrange(2) for _ in ops))
+                phrasing=tuple(rng.randrange(phrasings) for _ in ops))
 
 
 def test_inputs(spec: Spec, n: int, rng: random.Random) -> list:
@@ -240,7 +243,7 @@ def generate_split(cfg: WorldConfig, split: str, combos: list[str], count: int) 
     out, seen = [], set()
     while len(out) < count:
         fam = rng.choices(families, weights=[weights[f] for f in families])[0]
-        spec = make_spec(rng.choice(by_family[fam]), rng)
+        spec = make_spec(rng.choice(by_family[fam]), rng, cfg.phrasings)
         inputs = test_inputs(spec, cfg.tests_per_problem, rng)
         key = (code(spec), repr(inputs))
         if key in seen:
