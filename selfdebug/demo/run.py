@@ -139,6 +139,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         timer("engine start", engines.load, base["path"])
         base_eval, base_init = timer("eval base", evaluate, engines, sandbox, test, None,
                                      cfg.eval, cfg.seed, "base", hidden)
+        write_jsonl(base_init, out / "samples" / "base-init.jsonl")
         log(f"base: {_line(base_eval)}")
         fixed = [r for r in base_init if r["status"] != "passed"]
         for arm in cfg.arms:
@@ -158,8 +159,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                 data_stats[arm].append({"round": r, **stats, **sft})
             for arm in cfg.arms:
                 timer(f"load r{r} {arm}", engines.load, models[arm])
-                ev, _ = timer(f"eval r{r} {arm}", evaluate, engines, sandbox, test, fixed,
-                              cfg.eval, cfg.seed, f"r{r}:{arm}", hidden)
+                ev, init = timer(f"eval r{r} {arm}", evaluate, engines, sandbox, test, fixed,
+                                 cfg.eval, cfg.seed, f"r{r}:{arm}", hidden)
+                write_jsonl(init, out / "samples" / f"r{r}-{arm}-init.jsonl")
                 results[arm].append({"round": r, **ev})
                 log(f"round {r} {arm}: {_line(ev)}")
                 if r < cfg.rounds:
