@@ -30,8 +30,8 @@ class BaseModelConfig:
     steps: int = 800
     lr: float = 2e-3
     warmup_steps: int = 40
-    global_batch_size: int = 4  # packed rows (of max_seq_len tokens) per step
-    micro_batch_size: int = 4
+    batch_examples: int = 16  # examples per optimizer step (packed into rows)
+    micro_batch_size: int = 4  # packed rows per forward pass
     max_seq_len: int = 512
     cache_dir: str = ".cache/demo-base"  # pretrained models by config hash (relative: repo)
 
@@ -56,8 +56,8 @@ class SFTSettings:
     epochs: int = 2
     lr: float = 5e-4
     warmup_steps: int = 10
-    global_batch_size: int = 4  # packed rows per step
-    micro_batch_size: int = 4
+    batch_examples: int = 16  # examples per optimizer step (packed into rows)
+    micro_batch_size: int = 4  # packed rows per forward pass
     max_seq_len: int = 512
     num_workers: int = 1
     cpus_per_worker: float = 2.0

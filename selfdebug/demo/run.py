@@ -92,12 +92,12 @@ def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
         return model, {"steps": 0, "tokens": 0, "skipped": "no examples"}
     out = work / "model"
     s = cfg.sft
-    gbs, mbs, packing = s.global_batch_size, s.micro_batch_size, True
-    if len(examples) < 8 * gbs:  # too few to pack into full steps (reduced runs, tests)
-        gbs = mbs = min(gbs, len(examples))
+    batch, mbs, packing = s.batch_examples, s.micro_batch_size, True
+    if len(examples) < 4 * batch:  # too few to pack into full steps (reduced runs, tests)
+        batch = mbs = min(batch, len(examples))
         packing = False
     sft = sft_config(work.name, model, write_examples(examples, work / "data"), work, out,
-                     lr=s.lr, warmup=s.warmup_steps, gbs=gbs, mbs=mbs,
+                     lr=s.lr, warmup=s.warmup_steps, batch=batch, mbs=mbs,
                      max_seq_len=s.max_seq_len, seed=seed, epochs=s.epochs,
                      workers=s.num_workers, cpus=s.cpus_per_worker, packing=packing)
     summary = run_sft(sft)
