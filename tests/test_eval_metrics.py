@@ -14,7 +14,7 @@ import yaml
 from selfdebug.config import load_config
 from selfdebug.evaluate.config import EvalConfig, ModelSpec, slug, unit_fingerprint
 from selfdebug.evaluate.metrics import compute_metrics
-from selfdebug.evaluate.oracle import _expand, reply_for
+from selfdebug.evaluate.oracle import double_rows, reply_for
 from selfdebug.evaluate.report import table2
 from selfdebug.evaluate.store import COLUMNS, FingerprintMismatch, ResultStore
 from selfdebug.evaluate.tasks import program_from_reply
@@ -115,8 +115,7 @@ def test_program_rule():
 def test_test_doubles():
     assert reply_for("empty", "x = 1") == ""
     assert "```python\nx = 1\n```" in reply_for("oracle", "x = 1")
-    rows = _expand({"task_id": "B::A"}, kind="oracle", canonical={"B::A": "x = 1"}, n=3,
-                   sample_column="sample_index", output_column="generated_text")
+    rows = double_rows({"task_id": "B::A"}, kind="oracle", canonical={"B::A": "x = 1"}, n=3)
     assert [r["sample_index"] for r in rows] == [0, 1, 2]
     assert all(r["generation_error"] == "" for r in rows)
     with pytest.raises(ValueError):
@@ -183,3 +182,13 @@ def test_configs_load_and_validate():
     with pytest.raises(ValueError):
         ModelSpec("x", engine="vllm")  # no path
     assert slug("HumanEval+") == "HumanEval_plus"
+
+
+def test_eval_sampling_section_refuses_n_and_seed():
+    from selfdebug.evaluate.config import EvalConfig
+    from selfdebug.llm.config import SamplingConfig
+
+    with pytest.raises(ValueError, match="top-level n"):
+        EvalConfig(sampling=SamplingConfig(n=5))
+    with pytest.raises(ValueError, match="refine_sampling"):
+        EvalConfig(refine_sampling=SamplingConfig(seed=1))

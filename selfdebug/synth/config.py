@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selfdebug.config import SandboxSection
-from selfdebug.llm.generate import EngineSection, SamplingConfig
+from selfdebug.llm.config import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,8 @@ class SynthConfig:
     refine_model: str = ""  # "self" only; "" = the sampling model
     teacher: TeacherConfig | None = None  # used when refiner == "teacher"
     # Sampling and self-refinement with the same model share the `engine` pool (refine
-    # requests first); refine_engine is then unused. false: one ray.data.llm pool each.
+    # requests first; refine_engine must then be left out). false, or another
+    # refine_model: refinement gets its own ray.data.llm engines, set by refine_engine.
     share_engines: bool = True
     refine_engine: EngineSection = field(default_factory=EngineSection)
     refine_sampling: SamplingConfig = field(
@@ -93,6 +94,14 @@ class SynthConfig:
         if self.refiner == "teacher" and self.refine_model:
             raise ValueError("refine_model is for refiner=self; with refiner=teacher the "
                              "teacher section names the model")
+        if self.sampler == "api" and self.engine != EngineSection():
+            raise ValueError("engine is set but sampler is 'api' (no vLLM sampling engine; it "
+                             "would be ignored); remove it or set sampler=vllm")
+        if self.refine_engine != EngineSection() and (shares_engines(self)
+                                                      or self.refiner == "teacher"):
+            raise ValueError("refine_engine is set but refinement runs on the shared `engine` "
+                             "pool (same model, share_engines=true) or the teacher (it would "
+                             "be ignored); remove it or set share_engines=false")
 
     def fingerprint(self) -> str:
         """Hash of the settings that decide the output rows (not limits or resources).
@@ -109,6 +118,12 @@ class SynthConfig:
                                                       "top_p", "max_tokens", "n", "seed")}
         blob = json.dumps(picked, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def shares_engines(cfg: SynthConfig) -> bool:
+    """Sampling and refinement on one engine pool: both vLLM, same model."""
+    return (cfg.share_engines and cfg.sampler == "vllm" and cfg.refiner == "self"
+            and cfg.refine_model in ("", cfg.model))
 
 
 def resolve_source(source: str) -> str:
@@ -128,12 +143,3 @@ def resolve_source(source: str) -> str:
     raise FileNotFoundError(
         f"problem file {source!r} not found (tried {tried}); set source=PATH or "
         f"SELFDEBUG_SHARED_DATA to the directory holding {path.name}")
-
-
-def resolve_model(model: str) -> str:
-    """``tiny`` → the tiny local Llama (built once under .cache/); else unchanged."""
-    if model in ("", "tiny"):
-        from selfdebug.llm.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(REPO / ".cache" / "tiny-model"))
-    return model

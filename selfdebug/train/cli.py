@@ -83,8 +83,8 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
     with ``tokenizer``, default the model's)."""
     from collections import Counter
 
+    from selfdebug.config import resolve_model
     from selfdebug.train.data import PACK_WINDOW, build_examples, rows_from_examples
-    from selfdebug.train.loop import resolve_model
     from selfdebug.train.schedule import plan_schedule, row_counts, warmup_problem
 
     scratch = Path(tempfile.mkdtemp(prefix="sft-plan-"))
@@ -111,8 +111,8 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
 
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``out_dir``; returns a summary."""
+    from selfdebug.config import resolve_model
     from selfdebug.ray_utils import init_ray
-    from selfdebug.train.loop import resolve_model
 
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
     init_ray(cfg.ray_address or None)
