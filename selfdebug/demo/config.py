@@ -6,8 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from selfdebug.llm.generate import EngineSection
-from selfdebug.sandbox.judge import SandboxConfig
+from selfdebug.config import SandboxSection
+from selfdebug.llm.config import EngineSection
 from selfdebug.world.generate import WorldConfig
 
 ARMS = ("method", "generation_only")
@@ -88,12 +88,12 @@ class DemoConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     engine: EngineSection = field(default_factory=lambda: EngineSection(
         max_model_len=1024, batch_size=64, num_cpus=1.0))
-    sandbox: SandboxConfig = field(default_factory=lambda: SandboxConfig(
-        timeout_floor=1.0, calibrate=False))
-    sandbox_workers: int = 2
+    sandbox: SandboxSection = field(default_factory=lambda: SandboxSection(
+        timeout_floor=1.0, calibrate=False, workers_per_actor=2))
 
     def validate(self) -> None:
         self.world.validate()
+        self.sandbox.validate()
         bad = sorted(set(self.arms) - set(ARMS))
         if bad or not self.arms:
             raise ValueError(f"arms must be a non-empty subset of {list(ARMS)}, got {self.arms}")

@@ -130,9 +130,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     own_cluster = not ray.is_initialized()  # a caller's cluster (tests) stays up
     timer("ray start", init_ray, cfg.ray_address or None)
     base = timer("base model", pretrained_base, cfg.world, cfg.base, cfg.seed, log,
-                 cfg.sandbox_workers)
+                 cfg.sandbox.workers_per_actor)
     engines = Engines(cfg.engine.for_model(base["path"], seed=cfg.seed), log)
-    sandbox = timer("sandbox start", Sandbox, train + test, cfg.sandbox, cfg.sandbox_workers)
+    sandbox = timer("sandbox start", Sandbox, train + test, cfg.sandbox)
     results: dict = {arm: [] for arm in cfg.arms}
     data_stats: dict = {arm: [] for arm in cfg.arms}
     try:
