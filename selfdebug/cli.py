@@ -13,6 +13,8 @@ COMMANDS = {
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "rl": ("selfdebug.rl.cli", "reinforcement learning with LeDex's rewards (PPO, GRPO, RLOO)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
+    "world": ("selfdebug.world.cli", "write the demo's procedural problem world (JSONL)"),
+    "demo": ("selfdebug.demo.cli", "CPU-scale LeDex reproduction: self-bootstrap rounds"),
 }
 
 
