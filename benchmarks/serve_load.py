@@ -64,7 +64,7 @@ def _vllm_flags(kwargs: dict) -> list[str]:
 
 def start_vllm(model_path: str, cfg, port: int, log: Path) -> subprocess.Popen:
     """`vllm serve` with the engine args and env the Serve app's LLMConfig gets."""
-    from selfdebug.llm.generate import engine_env, engine_kwargs
+    from selfdebug.llm.config import engine_env, engine_kwargs
 
     engine = cfg.model.engine.for_model(model_path)
     kwargs = {k: v for k, v in engine_kwargs(engine).items() if k != "disable_log_stats"}
@@ -258,9 +258,10 @@ def main(argv=None) -> int:
 
     from ray import serve
 
+    from selfdebug.config import resolve_model
     from selfdebug.metadata import run_metadata
     from selfdebug.ray_utils import init_ray, shutdown_ray
-    from selfdebug.serve.app import load_serve_config, resolve_model_path
+    from selfdebug.serve.app import load_serve_config
     from selfdebug.serve.cli import deploy
 
     port, vport = _free_port(), _free_port()
@@ -268,7 +269,7 @@ def main(argv=None) -> int:
     if args.model:
         overrides.append(f"model.path={args.model}")
     cfg = load_serve_config({"config": args.config, "overrides": overrides})
-    model_path = resolve_model_path(cfg.model.path)
+    model_path = resolve_model(cfg.model.path)
     log = Path(tempfile.mkdtemp(prefix="serve-bench-")) / "vllm-serve.log"
     vllm = start_vllm(model_path, cfg, vport, log)
     init_ray(cfg.address or None, num_cpus=cfg.num_cpus or None)

@@ -94,3 +94,47 @@ def test_actor_pool_from_a_plain_driver_survives_a_killed_actor(ray_cluster, tmp
         assert time.monotonic() - t0 < 120
     finally:
         pool.shutdown()
+
+
+# ------------------------------------------------------------------ benchmark semantics
+def test_cold_cache_several_workers_on_one_task_agree(tmp_path):
+    """Expected outputs computed from the reference (a cold cache): workers that want the
+    task while another prepares it wait for the finished preparation (issue 14: they saw
+    `'NoneType' object is not subscriptable`)."""
+    slow_ref = ("import time\ndef sq(x):\n    time.sleep(0.05)\n    return x * x\n")
+    tasks = [Problem(task_id=f"t/sq{k}", prompt="", entry_point="sq", canonical_solution=slow_ref,
+                     tests=TestSuite(kind="call", inputs=[[i] for i in range(6)]), source="t")
+             for k in range(2)]
+    pool = SandboxPool(tasks, SandboxConfig(cache_dir=str(tmp_path)), workers=4)
+    try:
+        rows = [{"task_id": t.task_id, "code": code, "i": i}
+                for i, (t, code) in enumerate(
+                    [(t, c) for t in tasks for c in ("def sq(x):\n    return x * x\n",
+                                                     "def sq(x):\n    return x + x\n")] * 3)]
+        results = pool.judge_rows(rows)
+        assert [r["status"] for r in results] == ["passed", "failed"] * 6, results
+        assert all("internal error" not in r["feedback"] for r in results)
+    finally:
+        pool.close()
+
+
+def test_unreadable_references_and_bare_signatures_are_clear_verdicts(tmp_path):
+    odd = Problem(task_id="t/odd", prompt="", entry_point="f",
+                  canonical_solution=("class Box:\n    pass\n"
+                                      "def f(x):\n    return Box() if x else 'x' * 70_000_000\n"),
+                  tests=TestSuite(kind="call", inputs=[[1], [0]]), source="t")
+    bare = Problem(task_id="HumanEval/bare", prompt="def f(x):\n", entry_point="f",
+                   canonical_solution="def f(x):\n    return x + 1\n",
+                   tests=TestSuite(kind="assert", asserts=["assert candidate(1) == 2"],
+                                   prelude="def f(x):\n\nimport math\n"),
+                   source="humaneval", completion_prefix="def f(x):\n")
+    pool = SandboxPool([odd, bare], SandboxConfig(cache_dir=str(tmp_path)), workers=1)
+    try:
+        r = pool.judge_row({"task_id": "t/odd", "code": odd.canonical_solution})
+        assert r["status"] == "failed" and "no verdict possible" in r["feedback"], r
+        assert "internal error" not in r["feedback"]
+        good = pool.judge_row({"task_id": "HumanEval/bare", "code": bare.canonical_solution})
+        bad = pool.judge_row({"task_id": "HumanEval/bare", "code": "def f(x):\n    return x\n"})
+        assert (good["status"], bad["status"]) == ("passed", "failed"), (good, bad)
+    finally:
+        pool.close()

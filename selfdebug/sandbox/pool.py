@@ -6,8 +6,9 @@ import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
-from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
-from selfdebug.sandbox.judge import Judge, PreparedCache, SandboxConfig
+from selfdebug.sandbox.forkserver import ServerDied
+from selfdebug.sandbox.isolation import detect_isolation
+from selfdebug.sandbox.judge import Judge, PreparedCache, SandboxConfig, make_server
 from selfdebug.schema import ExecResult, Problem
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class SandboxPool:
         problems = problems or {}
         problems = problems if isinstance(problems, dict) else {p.task_id: p for p in problems}
         prepared = PreparedCache()
-        self.judges = [Judge(problems, self.config, ForkServer(iso, self.config.tmpfs_mb << 20),
-                             prepared) for _ in range(max(1, workers))]
+        self.judges = [Judge(problems, self.config, make_server(self.config, iso), prepared)
+                       for _ in range(max(1, workers))]
         self._free: queue.Queue[Judge] = queue.Queue()
         for j in self.judges:
             self._free.put(j)

@@ -14,24 +14,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from selfdebug.config import _build, load_config, validate
+from selfdebug.config import _build, load_config, resolve_model, validate
 from selfdebug.serve.config import ServeConfig
 
 INGRESS_NAME = "SelfDebugIngress"
 SANDBOX_NAME = "SandboxServer"
 
 
-def resolve_model_path(path: str) -> str:
-    from selfdebug.evaluate.config import resolve_model_path as resolve
-
-    return resolve(path)
-
-
 def llm_config(cfg: ServeConfig, model_path: str):
     """The `ray.serve.llm.LLMConfig` of the model deployment (CPU or GPU)."""
     from ray.serve.llm import LLMConfig
 
-    from selfdebug.llm.generate import engine_env, engine_kwargs
+    from selfdebug.llm.config import engine_env, engine_kwargs
 
     m = cfg.model
     engine = m.engine.for_model(model_path)
@@ -97,7 +91,7 @@ def build_debug_app(cfg: ServeConfig, *, model=None):
     from selfdebug.serve.ingress import DebugIngress, make_fastapi_app
 
     cfg.validate()
-    model_path = resolve_model_path(cfg.model.path)
+    model_path = resolve_model(cfg.model.path)
     lc = llm_config(cfg, model_path)
     if model is None:
         model = build_llm_deployment(lc)

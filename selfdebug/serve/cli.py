@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -93,15 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_job_config(ServeConfig, args.config, args.overrides, "selfdebug serve")
     if cfg is None:
         return 2
+    from selfdebug.errors import ClusterError, check_output_dir
     from selfdebug.ray_utils import init_ray, shutdown_ray
 
+    check_output_dir(cfg.out_dir)  # before any cluster starts
     init_ray(cfg.address or None, num_cpus=cfg.num_cpus or None)
     try:
         url = deploy(cfg, ready_timeout=args.ready_timeout)
-    except Exception as e:  # noqa: BLE001  print the reason, not a Ray traceback
-        print(f"selfdebug serve: deployment failed: {type(e).__name__}: {e}", file=sys.stderr)
+    except (RuntimeError, TimeoutError) as e:  # Serve's reason, not a Ray traceback
         shutdown_ray()
-        return 1
+        raise ClusterError(f"the Serve application did not start: {e}",
+                           "see the replica logs under the Ray session's logs/serve") from e
     _write_run_files(cfg, url)
     print(f"selfdebug serve: ready at {url}  (OpenAI base_url {url}/v1, POST {url}/v1/debug)",
           flush=True)

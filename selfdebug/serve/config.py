@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selfdebug.config import SandboxSection
-from selfdebug.llm.generate import EngineSection
+from selfdebug.llm.config import EngineSection
 
 
 @dataclass
