@@ -154,9 +154,13 @@ async def measure(servers: dict, model: str, args) -> dict:
             for name, base in servers.items():
                 out[name]["short"] += await sequential(client, base, model, 1, args.short)
                 out[name]["long"] += await sequential(client, base, model, 128, args.long)
+                print(f"[bench] {name}: short p50 "
+                      f"{1000 * statistics.median(out[name]['short']):.1f} ms, 128-token p50 "
+                      f"{1000 * statistics.median(out[name]['long']):.1f} ms", flush=True)
         for name, base in servers.items():
             out[name]["throughput"] = await concurrent(client, base, model, 128, args.requests,
                                                        args.concurrency)
+            print(f"[bench] {name} throughput: {out[name]['throughput']}", flush=True)
         out["debug"] = await debug_load(client, servers["serve"], args.debug_requests,
                                         args.concurrency)
     return out
@@ -246,10 +250,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(REPO / "jobs/configs/serve-cpu.yaml"))
     p.add_argument("--model", default="", help="model.path override (default: the config's)")
-    p.add_argument("--short", type=int, default=20, help="short requests per pass (2 passes)")
-    p.add_argument("--long", type=int, default=5, help="128-token requests per pass")
-    p.add_argument("--requests", type=int, default=32, help="throughput requests")
-    p.add_argument("--debug-requests", type=int, default=16)
+    p.add_argument("--short", type=int, default=10, help="short requests per pass (2 passes)")
+    p.add_argument("--long", type=int, default=3, help="128-token requests per pass")
+    p.add_argument("--requests", type=int, default=16, help="throughput requests")
+    p.add_argument("--debug-requests", type=int, default=8)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--rollout", action="store_true",
                    help="also measure an in-place update to a new checkpoint under load")
