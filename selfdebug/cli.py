@@ -13,6 +13,7 @@ COMMANDS = {
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
     "serve": ("selfdebug.serve.cli", "serve the debugger (Ray Serve)"),
+    "pipeline": ("selfdebug.pipeline.cli", "synth → sft → rl → eval → one report, resumable"),
 }
 
 

@@ -40,6 +40,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     )
 
 
+def in_ray_job() -> bool:
+    """True in a `ray job submit` driver: its cwd is Ray's unpacked working directory."""
+    return bool(os.environ.get("RAY_JOB_SUBMISSION_ID")) or "runtime_resources" in os.getcwd()
+
+
 def shutdown_ray() -> None:
     """Disconnect now; a local cluster this process started is stopped now.
 

@@ -65,7 +65,10 @@ def fit_to_cluster(cfg: Any, holders: list[Holder], *, share: float = SHARE,
                    cpus: float | None = None, log: Callable[[str], None] | None = print
                    ) -> tuple[Any, list[Holder]]:
     """(cfg with its holders' CPUs scaled to fit ``share`` of the cluster, the holders as
-    sized). Also limits Ray Data to the CPUs left beside the non-Ray-Data holders."""
+    sized). Also limits Ray Data to the CPUs left beside the non-Ray-Data holders.
+    A config with ``fit_resources: false`` is returned as it is."""
+    if not getattr(cfg, "fit_resources", True):  # the job's own numbers, as written
+        return cfg, holders
     total = cluster_cpus() if cpus is None else cpus
     wanted = sum(h.count * h.cpus for h in holders)
     if total <= 0 or wanted <= 0:

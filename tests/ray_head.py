@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -138,3 +139,4 @@ def local_head(num_cpus: int = 2, *, ready_timeout: float = 90):
             pass
         proc.wait()
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -76,6 +76,10 @@ class EvalConfig:
     sandbox_cpus_per_actor: float = 0.25
     sandbox_batch_size: int = 16
     ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
+    # A stage with no progress (Ray Data tasks) for this long fails naming the resources
+    # it waits for (selfdebug.progress); 0 = wait forever.
+    stall_timeout_s: float = 1800.0
+    fit_resources: bool = True  # scale actor CPUs to the cluster joined (selfdebug.resources)
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]

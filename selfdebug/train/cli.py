@@ -54,7 +54,9 @@ def build_trainer(cfg: SFTConfig):
 
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``output_dir``; returns a summary."""
+    from selfdebug.progress import Watchdog
     from selfdebug.ray_utils import init_ray
+    from selfdebug.resources import describe, fit_to_cluster, sft_holders
     from selfdebug.train.loop import resolve_model
 
     # Resolve once on the driver, absolute, so every worker reads the same local files.
@@ -62,7 +64,11 @@ def run(cfg: SFTConfig) -> dict:
         k: str(Path(v).resolve()) for k in ("data_dir", "mbpp_path", "log_dir", "output_dir")
         if (v := getattr(cfg, k)) and "://" not in v})
     init_ray(cfg.ray_address or None)
-    result = build_trainer(cfg).fit()
+    cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
+    metrics = cfg.resolved_log_dir() / "metrics.jsonl"
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
+                  probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
+        result = build_trainer(cfg).fit()
     if result.error is not None:  # older Ray versions return instead of raising
         raise result.error
     out = cfg.resolved_output_dir()
