@@ -92,10 +92,10 @@ class Head:
 
 
 @contextmanager
-def local_head(num_cpus: int = 2, *, ready_timeout: float = 90):
+def local_head(num_cpus: int = 2, *, env: dict | None = None, ready_timeout: float = 90):
     gcs, dash, client, agent, metrics, rt_agent, lo = _free_ports(7)
     temp = tempfile.mkdtemp(prefix="selfdebug-head-")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = {**os.environ, **(env or {}), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": f"http://127.0.0.1:{dash}",
            # Explicit: Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists, a
            # file any other Ray user of this machine may create or delete meanwhile.

@@ -105,7 +105,10 @@ def load_shard(name: str, cfg, rank: int, world: int, tokenizer_path: str,
     if in_ray:
         import ray.train
 
-        shard = ray.train.get_dataset_shard(name)
+        try:
+            shard = ray.train.get_dataset_shard(name)
+        except KeyError:  # Ray Train v2 raises for a dataset not passed (an empty split)
+            shard = None
         rows = [] if shard is None else [_as_row(r) for r in shard.iter_rows()]
     else:
         train, val = build_examples(cfg, scratch)
