@@ -60,7 +60,7 @@ def _strict(node):
     return node
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd(path: Path) -> dict:
     # the C loader: the CRDs are megabytes of YAML (the pure-Python one takes ~10 s each)
     return yaml.load(gzip.decompress(path.read_bytes()), Loader=yaml.CSafeLoader)
@@ -112,7 +112,7 @@ def test_builtin_kinds_and_pod_templates_validate_against_kubernetes_schemas():
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     builtins = [(n, d) for n, d in manifests() if d["kind"] not in KUBERAY_KINDS]
     assert {d["kind"] for _, d in builtins} >= {"ServiceAccount", "NetworkPolicy"}
-    for name, doc in builtins:
+    for _, doc in builtins:
         kv.validate(doc, K8S_VERSION, strict=True)
     specs = [raycluster_spec()] + [d["spec"]["rayClusterSpec"] for d in by_kind("RayJob")] \
         + [d["spec"]["rayClusterConfig"] for d in by_kind("RayService")]
