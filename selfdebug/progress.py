@@ -11,13 +11,17 @@ demands (see `selfdebug.resources`). Ray Data's own scheduler holds tasks back w
 Ray-level demand when its operators' reservations exceed the CPUs it sees
 (``backpressured: ResourceBudget``), so the declared demands are part of the message.
 
-Why interrupt the main thread: a driver blocks in `ray.get`, a Ray Data iterator or
-`Trainer.fit`, all of which return to the interpreter often enough to receive it.
+How the main thread is interrupted: SIGINT sent to that thread (`pthread_kill`), which
+wakes it from a blocking wait (a lock, `ray.get`, a Ray Data iterator, `Trainer.fit`);
+`_thread.interrupt_main` alone only sets a flag that a thread blocked in a lock never
+reads (measured: a job stalled for minutes past its timeout). For the length of the
+block SIGINT gets Python's default handler if it had none.
 """
 
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -120,12 +124,17 @@ progress (`ray_data_tasks`). ``declared``: the stage's own resource requests, na
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._main = threading.main_thread() is threading.current_thread()
+        self._old_handler = None
 
     def tick(self) -> None:
         self.last = time.monotonic()
 
     def __enter__(self) -> Watchdog:
         self.started = self.last = time.monotonic()
+        if self._main and self.timeout_s > 0:
+            self._old_handler = signal.getsignal(signal.SIGINT)
+            if self._old_handler in (signal.SIG_IGN, signal.SIG_DFL, None):
+                signal.signal(signal.SIGINT, signal.default_int_handler)
         if self.timeout_s > 0 or self.probe is not None:
             self._thread = threading.Thread(target=self._run, name=f"watchdog-{self.stage}",
                                             daemon=True)
@@ -136,6 +145,8 @@ progress (`ray_data_tasks`). ``declared``: the stage's own resource requests, na
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_s + 15)
+        if self._old_handler is not None:
+            signal.signal(signal.SIGINT, self._old_handler)
         if self.error is not None and (exc_type is None or exc_type is KeyboardInterrupt):
             raise self.error from None
         return False
@@ -167,8 +178,15 @@ progress (`ray_data_tasks`). ``declared``: the stage's own resource requests, na
                     f"(fractional num_cpus), add nodes, or raise stall_timeout_s if the "
                     f"stage is merely slow.")
                 if self._main:
-                    _thread.interrupt_main()
+                    self._interrupt_main()
                 return
+
+    @staticmethod
+    def _interrupt_main() -> None:
+        try:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        except (AttributeError, OSError):  # no pthread_kill: the flag, at least
+            _thread.interrupt_main()
 
 
 def watch(items: Iterable, wd: Watchdog) -> Iterator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -15,8 +16,9 @@ def test_stalled_block_fails_with_the_declared_resources():
     t0 = time.monotonic()
     with pytest.raises(StallError) as err:
         with Watchdog("demo", 0.6, declared={"sandbox actors": "2 × 0.5 CPU"}, log=None):
-            while True:  # blocked, as a driver waiting on a dataset that never moves
-                time.sleep(0.05)
+            # blocked in a lock, as a driver waiting on a dataset that never moves (a flag
+            # set by _thread.interrupt_main alone never wakes this)
+            threading.Event().wait()
     assert time.monotonic() - t0 < 5
     msg = str(err.value)
     assert "demo: no progress for" in msg and "stall_timeout_s=0.6" in msg
