@@ -33,7 +33,9 @@ class Holder:
     count: int
     cpus: float
     path: str
-    in_ray_data: bool = True  # an actor pool of the dataset (else: started beside it)
+    # Counted in Ray Data's own budget (its actor pools; Ray Train's workers, which Ray
+    # Train excludes itself); False: started beside the dataset, subtracted from its limit.
+    in_ray_data: bool = True
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -67,6 +69,7 @@ def fit_to_cluster(cfg: Any, holders: list[Holder], *, share: float = SHARE,
     """(cfg with its holders' CPUs scaled to fit ``share`` of the cluster, the holders as
     sized). Also limits Ray Data to the CPUs left beside the non-Ray-Data holders.
     A config with ``fit_resources: false`` is returned as it is."""
+    limit_ray_data(None)  # a previous stage's limit in this process does not carry over
     if not getattr(cfg, "fit_resources", True):  # the job's own numbers, as written
         return cfg, holders
     total = cluster_cpus() if cpus is None else cpus
@@ -89,13 +92,15 @@ def fit_to_cluster(cfg: Any, holders: list[Holder], *, share: float = SHARE,
     return cfg, sized
 
 
-def limit_ray_data(cpus: float) -> None:
+def limit_ray_data(cpus: float | None) -> None:
     """Ray Data sizes its budget from the cluster's CPUs; actors started beside the
-    dataset hold some of them, which it would otherwise count as its own."""
+    dataset hold some of them, which it would otherwise count as its own. None: back to
+    the cluster's size (Ray Data's default)."""
     from ray.data import DataContext
 
     options = DataContext.get_current().execution_options
-    options.resource_limits = options.resource_limits.copy(cpu=max(cpus, MIN_CPUS))
+    cpu = float("inf") if cpus is None else max(cpus, MIN_CPUS)
+    options.resource_limits = options.resource_limits.copy(cpu=cpu)
 
 
 # ---------------------------------------------------------------- per-job plans
@@ -137,5 +142,6 @@ def eval_holders(cfg) -> list[Holder]:
 
 def sft_holders(cfg) -> list[Holder]:
     """Ray Train workers: their placement group must leave CPUs to Ray Data's ingest."""
+    # in_ray_data: Ray Train already excludes its workers' CPUs from Ray Data's budget
     return [Holder("Ray Train workers", cfg.num_workers, cfg.cpus_per_worker,
-                   "cpus_per_worker", in_ray_data=False)]
+                   "cpus_per_worker", in_ray_data=True)]

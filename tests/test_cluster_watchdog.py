@@ -69,6 +69,7 @@ def test_fit_scales_holders_to_the_share_of_a_small_cluster(monkeypatch):
     assert sum(h.count * h.cpus for h in sized) <= 1.0 + 1e-9
     assert cfg.sandbox_cpus_per_actor == pytest.approx(1 / 3, abs=1e-3)
     assert cfg.engine.num_cpus == pytest.approx(1 / 3, abs=1e-3)
-    assert limits == [pytest.approx(2 - 1 / 3, abs=1e-3)]  # Ray Data: all but the engines
+    # Ray Data: reset, then all but the engines
+    assert limits == [None, pytest.approx(2 - 1 / 3, abs=1e-3)]
     big, same = fit_to_cluster(_Cfg(), holders, cpus=64, log=None)
     assert big == _Cfg() and same == holders  # a large cluster: untouched
