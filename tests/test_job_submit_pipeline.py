@@ -127,7 +127,7 @@ def test_starved_stage_fails_within_its_stall_timeout_naming_resources(head, tmp
     job = head.submit(
         ["python", "jobs/synth.py", "--config", "jobs/configs/synth-cpu.yaml", "limit=2",
          f"out_dir={tmp_path / 'starved'}", "fit_resources=false",
-         "sandbox_cpus_per_actor=2", "stall_timeout_s=30"],
+         "engine.num_cpus=3", "stall_timeout_s=30"],  # an engine bigger than the cluster
         cwd=str(REPO), runtime_env=RUNTIME_ENV)
     t0 = time.monotonic()
     info = head.wait(job, 300)
@@ -135,5 +135,5 @@ def test_starved_stage_fails_within_its_stall_timeout_naming_resources(head, tmp
     assert info["status"] == "FAILED", logs[-3000:]
     assert time.monotonic() - t0 < 240
     assert "synth: no progress for" in logs and "stall_timeout_s=30" in logs
-    assert "declared by this job: sandbox actors: 2 × 2 CPU" in logs
-    assert "pending demands:" in logs and "CPU 2" in logs  # what it waits for, by shape
+    assert "declared by this job: vLLM engines (shared pool): 1 × 3 CPU" in logs
+    assert "pending demands:" in logs and "CPU 3" in logs  # what it waits for, by shape
