@@ -151,12 +151,20 @@ def test_entry_points_and_configs_named_exist_and_plan():
     cfg.validate()
     for step in plan(cfg):
         step.typed()  # every stage config of the cluster pipeline loads and validates
-    for env_file in sorted((REPO / "jobs").glob("runtime-env-*.yaml")):
-        env = yaml.safe_load(env_file.read_text())
+    from selfdebug.llm.generate import EngineConfig, engine_env
+
+    # the engines' own env vars: ray.data.llm's ray.init(runtime_env=...) fails in a job
+    # whose runtime env sets any of them (measured: the eval stage of a submitted pipeline)
+    engine_keys = set(engine_env(EngineConfig(model="m", cpu=True)))
+    engine_keys |= set(engine_env(EngineConfig(model="m", cpu=False)))
+    envs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "jobs").glob("runtime-env-*"))]
+    envs += [yaml.safe_load(job["spec"]["runtimeEnvYAML"])]
+    for env in envs:
         assert set(env) <= {"pip", "excludes", "env_vars", "working_dir", "py_modules"}
+        assert not engine_keys & set(env.get("env_vars") or {})
     # every jobs/... path mentioned by a manifest, Dockerfile or jobs/ file exists
     texts = [p.read_text() for p in sorted(CLUSTER.iterdir())  # (the serve app's: below)
-             if p.is_file() and p.name != "kuberay-rayservice.yaml"]
+             if p.is_file() and p.name not in ("kuberay-rayservice.yaml", "README.md")]
     texts += [p.read_text() for p in sorted((REPO / "jobs").rglob("*")) if p.is_file()]
     named = {m for t in texts for m in re.findall(r"\bjobs/[\w./-]+\.(?:py|yaml)\b", t)}
     assert named and not [n for n in sorted(named) if not (REPO / n).exists()
