@@ -41,8 +41,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
 
 
 def in_ray_job() -> bool:
-    """True in a `ray job submit` driver: its cwd is Ray's unpacked working directory."""
-    return bool(os.environ.get("RAY_JOB_SUBMISSION_ID")) or "runtime_resources" in os.getcwd()
+    """True in a `ray job submit` driver: the job supervisor hands it the job's config in
+    this variable (as ray.init reads it), and its cwd is Ray's unpacked working dir."""
+    return ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+            or "runtime_resources" in os.getcwd())
 
 
 def shutdown_ray() -> None:

@@ -78,7 +78,7 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "rl_available", lambda: False)
     with pytest.raises(ConfigError, match="selfdebug.rl"):
         _cfg(tmp_path, "stages=[synth,sft,rl,eval]")
-    monkeypatch.setenv("RAY_JOB_SUBMISSION_ID", "raysubmit_x")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in a job's driver
     cfg = load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml")
     with pytest.raises(ConfigError, match="absolute path"):
         cfg.validate()  # runs/... inside a Ray job's working dir would be deleted with it
