@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -88,7 +89,11 @@ class Head:
                            f"(waited for {until}); logs:\n{self.logs(job_id)[-4000:]}")
 
     def stop_job(self, job_id: str) -> None:
-        self.ray("job", "stop", "--address", self.address, job_id, timeout=60)
+        """Stop (kill) the job's driver now: the job server's API, not the CLI, whose own
+        start-up takes seconds on a busy machine."""
+        req = urllib.request.Request(f"{self.address}/api/jobs/{job_id}/stop", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            resp.read()
 
 
 @contextmanager
@@ -112,6 +117,9 @@ def local_head(num_cpus: int = 2, *, env: dict | None = None, ready_timeout: flo
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     head = Head(f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}", env, temp, proc)
+    # A SIGTERM (pytest under `timeout`) must still stop the head: run the finally below.
+    old_term = signal.signal(signal.SIGTERM, _exit_on_term) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
@@ -140,3 +148,9 @@ def local_head(num_cpus: int = 2, *, env: dict | None = None, ready_timeout: flo
         proc.wait()
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
