@@ -36,7 +36,7 @@ def run_pipeline(args) -> dict:
     from selfdebug.evaluate.pipeline import run_eval
 
     out = tempfile.mkdtemp(prefix="eval-bench-")
-    cfg = EvalConfig(output_dir=out, n=args.n, rounds=args.rounds, ks=[1], seed=0,
+    cfg = EvalConfig(out_dir=out, n=args.n, rounds=args.rounds, ks=[1], seed=0,
                      models=[ModelSpec("tiny", path=_model())],
                      benchmarks=[BenchmarkSpec("HumanEval", str(DATA), limit=args.tasks)],
                      engine=EngineSection(cpu=True, batch_size=64, max_model_len=4096))

@@ -28,7 +28,8 @@ def _config(args) -> SFTConfig:
     from selfdebug.train.loop import resolve_model
 
     return SFTConfig(
-        name="bench", model=resolve_model(args.model), data_dir=args.data_dir,
+        name="bench", model=resolve_model(args.model),
+        data_dirs=[args.data_dir] if args.data_dir else [],
         fixture_problems=args.problems, val_fraction=0.0, max_seq_len=args.max_seq_len,
         epochs=1, micro_batch_size=args.batch, global_batch_size=args.batch, lr=1e-3,
         warmup_steps=1, zero_stage=args.zero_stage, precision="fp32", num_workers=1,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-# command -> module with main(argv) -> int
+# command -> module with main(argv) -> int; only commands that run (tests import each one)
 COMMANDS = {
     "execute": ("selfdebug.sandbox.cli", "judge samples against a benchmark's tests"),
     "tiny-model": ("selfdebug.llm.tiny_model", "build the small local model (CPU default)"),
     "synth": ("selfdebug.synth.cli", "synthesize the self-debugging dataset"),
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
-    "serve": ("selfdebug.serve.cli", "serve the debugger (Ray Serve)"),
     "pipeline": ("selfdebug.pipeline.cli", "synth → sft → rl → eval → one report, resumable"),
 }
 

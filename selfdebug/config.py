@@ -7,16 +7,56 @@ import dataclasses
 import sys
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from selfdebug.sandbox.judge import SandboxConfig
+
 T = TypeVar("T")
+
+# Keys that were renamed: a config still using the old name gets an error naming the new one.
+RENAMED = {
+    "output_dir": "out_dir",
+    "data_dir": "data_dirs (a list of synthesis outputs)",
+    "sandbox_actors": "sandbox.actors",
+    "sandbox_workers_per_actor": "sandbox.workers_per_actor",
+    "sandbox_cpus_per_actor": "sandbox.cpus_per_actor",
+    "sandbox_batch_size": "sandbox.batch_size",
+}
 
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass
+class SandboxSection(SandboxConfig):
+    """The ``sandbox:`` section of every job: how programs are judged (`SandboxConfig`'s
+    fields) and the pool of sandbox actors that judges them."""
+
+    actors: int = 1  # sandbox actors (per execution stage where a job has several)
+    workers_per_actor: int = 1  # fork-server workers inside each actor
+    cpus_per_actor: float = 0.5  # Ray CPUs each actor reserves (fractional: DESIGN.md)
+    batch_size: int = 16  # rows per Ray Data batch sent to an actor
+
+    def validate(self) -> None:
+        if self.actors < 1 or self.workers_per_actor < 1 or self.batch_size < 1:
+            raise ValueError("sandbox.actors, sandbox.workers_per_actor and "
+                             "sandbox.batch_size must be ≥ 1")
+        if self.cpus_per_actor <= 0:
+            raise ValueError(f"sandbox.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+
+    def judge_config(self):
+        """The `SandboxConfig` part alone (what a judge needs)."""
+        return SandboxConfig(**{f.name: getattr(self, f.name)
+                                for f in dataclasses.fields(SandboxConfig)})
+
+    def pool_kwargs(self) -> dict:
+        return {"actors": self.actors, "workers_per_actor": self.workers_per_actor,
+                "cpus_per_actor": self.cpus_per_actor}
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -48,12 +88,37 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    renamed = [f"{k!r} is now {RENAMED[k]!r}" for k in unknown if k in RENAMED]
+    if renamed:
+        raise ConfigError(f"{where or cls.__name__}: renamed key(s): {'; '.join(renamed)}")
     if unknown:
         raise ConfigError(
             f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}"
         )
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        at = f"{where}.{k}" if where else k
+        default = fields[k].default_factory
+        if isinstance(v, dict) and default is not dataclasses.MISSING:
+            base = default()
+            if dataclasses.is_dataclass(base):
+                # a partial section keeps the job's own defaults for the keys it leaves out
+                # (e.g. eval's sandbox.cpus_per_actor), not the section class's
+                kwargs[k] = dataclasses.replace(base, **_convert_keys(type(base), v, at))
+                continue
+        kwargs[k] = _convert(hints[k], v, at)
     return cls(**kwargs)
+
+
+def _convert_keys(cls: type, data: dict, where: str) -> dict:
+    """``data``'s values converted to ``cls``'s field types (unknown keys are an error)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -65,8 +130,19 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     data[parts[-1]] = value
 
 
+def validate(cfg: Any) -> None:
+    """Call ``validate()`` on ``cfg`` and on every dataclass section inside it that has one."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and hasattr(value, "validate"):
+            value.validate()
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides=()) -> T:
-    """Build ``cls`` from a YAML file (optional) and ``key.sub=value`` overrides."""
+    """Build ``cls`` from a YAML file (optional) and ``key.sub=value`` overrides, then
+    validate it (every job config's ``validate()``, and its sections')."""
     data: dict[str, Any] = {}
     if path:
         p = Path(path)
@@ -81,7 +157,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides=()) -> T
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw != "" else "")
-    return _build(cls, data, "")
+    cfg = _build(cls, data, "")
+    validate(cfg)
+    return cfg
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, example: str, group=None) -> None:
@@ -91,17 +169,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, example: str, group=No
 
 
 def load_job_config(cls: type[T], path, overrides, prog: str) -> T | None:
-    """``load_config`` (+ ``validate()`` where the config has one) for a job's CLI: None,
-    with the problem printed, when the config is bad."""
+    """``load_config`` for a job's CLI: None, with the problem printed, when the config is
+    bad."""
     try:
         cfg = load_config(cls, path, overrides)
-        if hasattr(cfg, "validate"):
-            cfg.validate()
     except (ValueError, TypeError) as e:  # ConfigError is a ValueError
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return None
     return cfg
-
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -41,6 +41,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def version_in(version: str, bounds: tuple[str, str]) -> bool:
+    """``bounds[0] <= version < bounds[1]`` on (major, minor, patch): where code relying on
+    a library's private names was checked (each such guard has a test)."""
+    return _version_tuple(bounds[0]) <= _version_tuple(version) < _version_tuple(bounds[1])
+
+
 def run_metadata(seed: int | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "selfdebug_version": __version__,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+# Ray versions on which `shutdown_ray` uses Ray's private node object ([min, max));
+# tests/test_train_engine.py fails when the installed Ray leaves this range.
+RAY_PRIVATE_API_VERSIONS = ("2.60", "2.61")
+
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     """Join ``address`` (or RAY_ADDRESS, as `ray job submit` sets it), else start a local one.
@@ -54,16 +58,20 @@ def shutdown_ray() -> None:
     the hook sleeps 0.5 s first, and the autoscaler monitor answers SIGTERM by reporting
     an "autoscaler failure" to the GCS, which Ray waits 1 s for. A local cluster has no
     autoscaler to stop gracefully, so the monitor is killed outright first (through
-    Ray's node object, which has no public handle; skipped if that changes).
+    Ray's node object, which has no public handle: only on the Ray versions in
+    RAY_PRIVATE_API_VERSIONS, else the plain shutdown).
     """
     import ray
+
+    from selfdebug.metadata import version_in
 
     if not ray.is_initialized():
         return
     node = getattr(ray._private.worker, "_global_node", None)
-    try:
-        if node is not None and node.is_head() and "monitor" in node.all_processes:
-            node._kill_process_type("monitor", check_alive=False)
-    except Exception:  # noqa: BLE001  a private API: the plain shutdown below still works
-        pass
+    if node is not None and version_in(ray.__version__, RAY_PRIVATE_API_VERSIONS):
+        try:
+            if node.is_head() and "monitor" in node.all_processes:
+                node._kill_process_type("monitor", check_alive=False)
+        except Exception:  # noqa: BLE001  a private API: the plain shutdown below still works
+            pass
     ray.shutdown()

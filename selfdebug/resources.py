@@ -114,8 +114,8 @@ def synth_holders(cfg) -> list[Holder]:
     """Long-lived actors of `selfdebug.synth.pipeline` for ``cfg``."""
     from selfdebug.synth.pipeline import shares_engines
 
-    sandbox = Holder("sandbox actors", 2 * cfg.sandbox_actors, cfg.sandbox_cpus_per_actor,
-                     "sandbox_cpus_per_actor")
+    sandbox = Holder("sandbox actors", 2 * cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
+                     "sandbox.cpus_per_actor")
     holders = [sandbox]
     if shares_engines(cfg):
         holders.append(Holder("vLLM engines (shared pool)", max(1, cfg.engine.num_replicas),
@@ -132,8 +132,8 @@ def synth_holders(cfg) -> list[Holder]:
 
 def eval_holders(cfg) -> list[Holder]:
     """Long-lived actors of `selfdebug.evaluate` (one model's stage at a time)."""
-    holders = [Holder("sandbox actors", cfg.sandbox_actors, cfg.sandbox_cpus_per_actor,
-                      "sandbox_cpus_per_actor")]
+    holders = [Holder("sandbox actors", cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
+                      "sandbox.cpus_per_actor")]
     if any(m.engine == "vllm" for m in cfg.models):
         holders.append(Holder("vLLM engines", max(1, cfg.engine.num_replicas),
                               _engine_cpus(cfg.engine), "engine.num_cpus"))

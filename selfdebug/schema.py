@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 TestKind = Literal["assert", "call", "io"]
-Status = Literal["passed", "failed", "error", "timeout", "memory", "killed"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "timeout", "memory", "killed")
 
 
@@ -74,31 +73,4 @@ class ExecResult:
         return asdict(self)
 
 
-# Columns of one synthesized debug record (one Parquet row). Kept as a tuple of names so that
-# writers and readers (synth, sft, rl, eval) agree without importing each other.
-DEBUG_RECORD_COLUMNS: tuple[str, ...] = (
-    "record_id",  # f"{task_id}/{sample_index}/{mode}/{attempt}"
-    "task_id",
-    "source",
-    "prompt",
-    "entry_point",
-    "sample_index",
-    "wrong_code",
-    "wrong_status",
-    "wrong_passed",
-    "wrong_total",
-    "feedback",  # execution feedback of the wrong code, as the model read it
-    "mode",  # "refine" | "explain_refine"
-    "attempt",
-    "explanation",  # "" for refine-only
-    "refined_code",
-    "refined_status",
-    "refined_passed",
-    "refined_total",
-    "refined_feedback",
-    "correct",  # refined code passed every test
-    "sample_model",
-    "refine_model",
-    "sampling_params",  # JSON
-    "pipeline_version",
-)
+# The Arrow schemas of samples, debug records and evaluation rows: selfdebug.dataset.

@@ -216,8 +216,8 @@ def _cluster_demands(config: Path) -> dict[str, float]:
             need["gpus"] = max(need["gpus"], engine.num_replicas * engine.tensor_parallel_size)
             need["cpus_per_gpu_worker"] = max(need["cpus_per_gpu_worker"],
                                               engine.num_cpus or 1.0)
-            per = cfg.sandbox_cpus_per_actor
-            count = cfg.sandbox_actors * (2 if step.kind == "synth" else 1)
+            per = cfg.sandbox.cpus_per_actor
+            count = cfg.sandbox.actors * (2 if step.kind == "synth" else 1)
             need["cpus_per_sandbox_actor"] = max(need["cpus_per_sandbox_actor"], per)
             need["sandbox_cpus"] = max(need["sandbox_cpus"], per * count)
         if step.kind in ("sft", "rl") and cfg.use_gpu:

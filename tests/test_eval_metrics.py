@@ -125,7 +125,7 @@ def test_test_doubles():
 
 def _cfg(tmp_path, **kw) -> EvalConfig:
     kw.setdefault("benchmarks", [])
-    return EvalConfig(output_dir=str(tmp_path), models=[ModelSpec("m", engine="empty")], **kw)
+    return EvalConfig(out_dir=str(tmp_path), models=[ModelSpec("m", engine="empty")], **kw)
 
 
 def _full_row(r):

@@ -40,7 +40,7 @@ class FakeStage:
 @pytest.fixture
 def cfg(tmp_path, shared_data):
     return EvalConfig(
-        output_dir=str(tmp_path / "out"), n=4, rounds=2, ks=[1, 2],
+        out_dir=str(tmp_path / "out"), n=4, rounds=2, ks=[1, 2],
         models=[ModelSpec("a", engine="empty"), ModelSpec("b", engine="oracle")],
         benchmarks=[BenchmarkSpec("HumanEval", str(shared_data / "HumanEval.jsonl.gz"), limit=2),
                     BenchmarkSpec("MBPP", str(shared_data / "mbpp.jsonl"), split="test",

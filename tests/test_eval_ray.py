@@ -24,7 +24,7 @@ def _rows(results, model, mode):
 @pytest.mark.ray
 @pytest.mark.timeout(420)
 def test_oracle_scores_100_and_empty_scores_0(ray_cluster, shared_data, tmp_path):
-    cfg = EvalConfig(output_dir=str(tmp_path), n=2, rounds=1, ks=[1, 2],
+    cfg = EvalConfig(out_dir=str(tmp_path), n=2, rounds=1, ks=[1, 2],
                      models=[ModelSpec("oracle", engine="oracle"),
                              ModelSpec("empty", engine="empty")],
                      benchmarks=_benchmarks(shared_data, he=3, mbpp=3, plus=2))
@@ -66,7 +66,7 @@ def test_tiny_model_recompute_and_resume(ray_cluster, tiny_model_dir, shared_dat
     from selfdebug.evaluate.cli import main
     from selfdebug.evaluate.report import table2
 
-    cfg = EvalConfig(output_dir=str(tmp_path), n=2, rounds=2, ks=[1, 2], seed=3,
+    cfg = EvalConfig(out_dir=str(tmp_path), n=2, rounds=2, ks=[1, 2], seed=3,
                      models=[ModelSpec("tiny", path=str(tiny_model_dir))],
                      benchmarks=_benchmarks(shared_data, he=2, mbpp=2, plus=1),
                      engine=EngineSection(cpu=True, batch_size=16, max_model_len=4096))

@@ -65,10 +65,9 @@ def test_pipeline_job_succeeds_and_fills_the_run_directory(full_run):
         assert (run / step / "config.yaml").is_file() and (run / step / "metrics.json").is_file()
         assert Path(next(s for s in report["stages"] if s["step"] == step)["report"]).is_file()
     # wiring: SFT read this run's synthesis output (+ the fixture), eval the SFT model
-    sft_cfg = (run / "r1-sft" / "config.yaml").read_text()
-    assert f"data_dir: {run}/r1-sft/data" in sft_cfg
     inputs = json.loads((run / "r1-sft" / "stage.json").read_text())["inputs"]
-    assert str(run / "r1-synth" / "out") in inputs
+    assert inputs == [str(run / "r1-synth" / "out"), str(run / "r1-sft" / "fixture")]
+    assert str(run / "r1-synth" / "out") in (run / "r1-sft" / "config.yaml").read_text()
     assert (run / "r1-sft" / "model" / "config.json").is_file()
     final = report["comparison"]
     assert final["models"] == ["base", "SFT"] and "| base |" in final["table2"]

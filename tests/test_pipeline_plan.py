@@ -36,12 +36,14 @@ def test_plan_wires_outputs_into_inputs(tmp_path):
     synth, sft, ev = steps
     run = tmp_path / "run"
     assert synth.data["out_dir"] == str(run / "r1-synth/out") and synth.data["model"] == "tiny"
-    assert sft.data["data_dir"] == str(run / "r1-sft/data")  # synth + fixture, assembled
-    assert sft.sources == [str(run / "r1-synth/out"), "fixture"]
+    # this round's synthesis output and the fixture built beside it
+    assert sft.data["data_dirs"] == [str(run / "r1-synth/out"), str(run / "r1-sft/fixture")]
+    assert sft.fixture == str(run / "r1-sft/fixture") and sft.fixture_problems == 16
+    assert sft.data["out_dir"] == str(run / "r1-sft/model")
     assert sft.after == ["r1-synth"] and ev.after == ["r1-sft"]
     assert ev.data["models"] == [{"name": "base", "path": "tiny"},
                                  {"name": "SFT", "path": str(run / "r1-sft/model")}]
-    assert ev.data["n"] == 2 and ev.data["sandbox_actors"] == 2  # section over its file
+    assert ev.data["n"] == 2 and ev.data["sandbox"]["actors"] == 2  # section over its file
     for s in steps:
         s.typed()  # each stage config validates as that job's dataclass
 
@@ -54,7 +56,7 @@ def test_rounds_bootstrap_from_the_previous_sft_model(tmp_path):
     r1_model = str(tmp_path / "run/r1-sft/model")
     assert by["r2-synth"].data["model"] == r1_model and by["r2-sft"].data["model"] == r1_model
     assert by["r2-synth"].data["seed"] != by["r1-synth"].data["seed"]  # new samples
-    assert by["r2-sft"].data["data_dir"] == str(tmp_path / "run/r2-synth/out")
+    assert by["r2-sft"].data["data_dirs"] == [str(tmp_path / "run/r2-synth/out")]
     assert [m["name"] for m in by["eval"].data["models"]] == ["base", "SFT r1", "SFT r2"]
 
 
@@ -66,7 +68,7 @@ def test_fingerprints_chain_through_what_a_stage_reads(tmp_path):
     assert ev["eval"] != base["eval"]
     syn = _fps(plan(_cfg(tmp_path, "synth.attempts=2")))
     assert all(syn[k] != base[k] for k in base)  # a synth change reaches every stage
-    run_only = _fps(plan(_cfg(tmp_path, "stall_timeout_s=5", "synth.sandbox_actors=3")))
+    run_only = _fps(plan(_cfg(tmp_path, "stall_timeout_s=5", "synth.sandbox.actors=3")))
     assert run_only == base  # how a stage runs is not what it makes
 
 
@@ -79,9 +81,8 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="selfdebug.rl"):
         _cfg(tmp_path, "stages=[synth,sft,rl,eval]")
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in a job's driver
-    cfg = load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml")
-    with pytest.raises(ConfigError, match="absolute path"):
-        cfg.validate()  # runs/... inside a Ray job's working dir would be deleted with it
+    with pytest.raises(ConfigError, match="absolute path"):  # runs/... inside a Ray job's
+        load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml")  # dir: deleted
     with pytest.raises(ConfigError, match="not found"):
         plan(_cfg(tmp_path, "synth.config=jobs/configs/nope.yaml"))
 
@@ -102,13 +103,13 @@ def fake_sft(cfg):
     CALLS.append("sft")
     if getattr(fake_sft, "fail", False):
         raise RuntimeError("worker died")
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    return {"output_dir": cfg.output_dir, "steps": 4}
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    return {"out_dir": cfg.out_dir, "steps": 4}
 
 
 def fake_eval(cfg, log=print):
     CALLS.append("eval")
-    out = Path(cfg.output_dir)
+    out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {"results": [], "models": [m.name for m in cfg.models],
             "benchmarks": [b.name for b in cfg.benchmarks], "modes": cfg.modes, "ks": cfg.ks}

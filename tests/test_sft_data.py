@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from selfdebug.schema import DEBUG_RECORD_COLUMNS
+from selfdebug.dataset import DEBUG_RECORD_COLUMNS
 from selfdebug.train.config import SFTConfig
 from selfdebug.train.data import epoch_order, micro_batches
+from selfdebug.train.engine import warmup_cosine
 from selfdebug.train.examples import (
     IGNORE,
     load_tokenizer,
@@ -21,7 +22,6 @@ from selfdebug.train.examples import (
     tokenize_example,
 )
 from selfdebug.train.fixture_data import build_fixture_dataset, mutate
-from selfdebug.train.loop import warmup_cosine
 from selfdebug.train.packing import collate, pack
 
 
@@ -51,9 +51,11 @@ def test_fixture_layout(fixture_dir):
 def test_examples_use_only_correct_refinements(fixture_dir, examples):
     kinds = Counter(e["kind"] for e in examples)
     debug = pq.read_table(fixture_dir / "debug").to_pylist()
-    assert kinds["refine"] == sum(r["correct"] and r["mode"] == "refine" for r in debug)
+    # every correct record teaches the fix; those with an explanation also teach explaining
+    assert kinds["refine"] == sum(bool(r["correct"]) for r in debug)
     assert kinds["explain_refine"] == sum(r["correct"] and r["mode"] == "explain_refine"
                                           for r in debug)
+    assert all(e["task_id"].startswith("Mbpp/") for e in examples)  # the loaders' ids
     assert kinds["generate"] == 20  # every canonical solution "passed"
     expl = next(e for e in examples if e["kind"] == "explain_refine")
     assert expl["answer"].startswith("[synthetic explanation") and "```python" in expl["answer"]

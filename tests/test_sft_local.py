@@ -17,14 +17,18 @@ from selfdebug.train.config import SFTConfig
 CONFIGS = Path(__file__).resolve().parents[1] / "jobs" / "configs"
 
 
-@pytest.mark.parametrize("name,world", [("sft-cpu", 2), ("sft-1gpu", 1), ("sft-cluster", 8)])
+@pytest.mark.parametrize("name,world", [("sft-cpu", 2), ("sft-1gpu", 1), ("sft-cluster", 8),
+                                        ("sft-paper", 8)])
 def test_configs_load(name, world):
     cfg = load_config(SFTConfig, CONFIGS / f"{name}.yaml")
+    cfg.validate()
     assert cfg.num_workers == world
-    assert cfg.gradient_accumulation(world) >= 1
     if cfg.use_gpu:  # paper settings on GPUs
         assert (cfg.epochs, cfg.global_batch_size, cfg.lr, cfg.warmup_steps) == (2, 128, 2e-5, 500)
         assert cfg.precision == "bf16" and cfg.zero_stage in (2, 3)
+    if name == "sft-paper":  # LeDex: AdamW defaults, no hold-out, one refinement per sample
+        assert cfg.val_fraction == 0.0 and cfg.one_refinement_per_sample
+        assert cfg.adam_betas == [0.9, 0.999] and cfg.weight_decay == 0.0
 
 
 _SCRIPT = """

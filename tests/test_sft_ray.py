@@ -17,7 +17,7 @@ from selfdebug.train.metrics import read_metrics
 
 pytestmark = pytest.mark.ray
 
-STEPS, CKPT = 8, 4  # 2 workers × 1 row × 2 accumulation; 5 steps an epoch
+STEPS, CKPT = 8, 4  # a batch of 8 examples ≈ 2 workers × 1 row × 3 accumulation; 6 steps an epoch
 CPU_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "sft-cpu.yaml"
 
 
@@ -25,7 +25,7 @@ def _cfg(tmp, tiny_model_dir, shared_data, name, *extra):
     return load_config(SFTConfig, CPU_CONFIG, [
         f"name={name}", f"storage_path={tmp}", f"model={tiny_model_dir}",
         f"mbpp_path={shared_data / 'mbpp.jsonl'}", "fixture_problems=16", "max_seq_len=512",
-        "val_fraction=0.25", "global_batch_size=4", f"max_steps={STEPS}", "lr=0.003",
+        "val_fraction=0.25", "global_batch_size=8", f"max_steps={STEPS}", "lr=0.003",
         "warmup_steps=2", f"checkpoint_every={CKPT}", f"eval_every={CKPT}", *extra])
 
 

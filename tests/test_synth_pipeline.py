@@ -24,9 +24,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from selfdebug.config import load_config
+from selfdebug.dataset import DEBUG_RECORD_COLUMNS
 from selfdebug.llm.prompts import GENERATE_INSTRUCTION
 from selfdebug.problems import load_problems
-from selfdebug.schema import DEBUG_RECORD_COLUMNS, STATUSES
+from selfdebug.schema import STATUSES
 from selfdebug.synth.cli import run
 from selfdebug.synth.config import REPO, SynthConfig
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from selfdebug.config import load_config
-from selfdebug.schema import DEBUG_RECORD_COLUMNS
+from selfdebug.dataset import DEBUG_RECORD_COLUMNS
 from selfdebug.synth import rows as R
 from selfdebug.synth import shards as S
 from selfdebug.synth.config import REPO, SynthConfig, resolve_source

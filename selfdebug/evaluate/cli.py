@@ -1,7 +1,7 @@
 """`selfdebug eval --config FILE [key=value ...]` | `selfdebug eval --recompute RESULTS_DIR`.
 
 Pass@k for Init / Refine / Expl+Refine over refinement rounds (LeDex §4) for every model
-and benchmark in the config. Re-running with the same output_dir continues where a killed
+and benchmark in the config. Re-running with the same out_dir continues where a killed
 run stopped; ``--recompute`` rebuilds every number from the stored verdicts.
 """
 

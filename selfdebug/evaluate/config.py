@@ -8,8 +8,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection
-from selfdebug.sandbox.judge import SandboxConfig
 
 MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
 ENGINES = ("vllm", "oracle", "empty")  # oracle / empty: test doubles, see oracle.py
@@ -51,7 +51,7 @@ class SamplingSettings:
 @dataclass
 class EvalConfig:
     name: str = "eval"
-    output_dir: str = "runs/eval"  # results directory (re-running into it resumes)
+    out_dir: str = "runs/eval"  # results directory (re-running into it resumes)
     seed: int = 0
     models: list[ModelSpec] = field(default_factory=list)
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
@@ -70,11 +70,8 @@ class EvalConfig:
     # one engine setup for every vLLM model; engine.model and engine.seed are set per
     # model and from `seed`
     engine: EngineSection = field(default_factory=lambda: EngineSection(max_model_len=4096))
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    sandbox_actors: int = 2
-    sandbox_workers_per_actor: int = 1
-    sandbox_cpus_per_actor: float = 0.25
-    sandbox_batch_size: int = 16
+    sandbox: SandboxSection = field(
+        default_factory=lambda: SandboxSection(actors=2, cpus_per_actor=0.25))
     ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
     # A stage with no progress (Ray Data tasks) for this long fails naming the resources
     # it waits for (selfdebug.progress); 0 = wait forever.

@@ -87,8 +87,8 @@ def _check_resumable(cfg: EvalConfig, store: ResultStore) -> None:
 
 
 def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
-    """Run (or continue) the evaluation into ``cfg.output_dir``; returns results.json's data."""
-    out = Path(cfg.output_dir).resolve()
+    """Run (or continue) the evaluation into ``cfg.out_dir``; returns results.json's data."""
+    out = Path(cfg.out_dir).resolve()
     store = ResultStore(out)
     _check_resumable(cfg, store)
     atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(asdict(cfg), sort_keys=False).encode())

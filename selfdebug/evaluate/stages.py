@@ -97,12 +97,11 @@ def run_stage(rows: list[dict], generate: Callable, problems_ref,
         return []
     # A few blocks per engine/sandbox actor so that generation, extraction and judging
     # overlap; many more only add per-task overhead (Init rows fan out n-fold later).
-    blocks = 4 * (cfg.engine.num_replicas + cfg.sandbox_actors)
+    blocks = 4 * (cfg.engine.num_replicas + cfg.sandbox.actors)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), blocks)))
     ds = generate(ds)
     ds = ds.map(_to_program, fn_kwargs={"programs": programs}, num_cpus=0.25)
-    ds = execute_dataset(ds, problems_ref, cfg.sandbox, actors=cfg.sandbox_actors,
-                         workers_per_actor=cfg.sandbox_workers_per_actor,
-                         cpus_per_actor=cfg.sandbox_cpus_per_actor, code_column="code",
-                         batch_size=cfg.sandbox_batch_size)
+    ds = execute_dataset(ds, problems_ref, cfg.sandbox.judge_config(),
+                         **cfg.sandbox.pool_kwargs(), code_column="code",
+                         batch_size=cfg.sandbox.batch_size)
     return [_record(r) for r in ds.take_all()]

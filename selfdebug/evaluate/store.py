@@ -14,39 +14,18 @@ tmp + rename), so a kill at any point leaves either a complete unit or a re-run.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from selfdebug import dataset
+from selfdebug.dataset import atomic_write_bytes  # noqa: F401  (evaluate.pipeline writes config.yaml with it)
 from selfdebug.evaluate.config import slug
 
-SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("benchmark", pa.string()),
-    ("task_id", pa.string()),
-    ("sample_index", pa.int64()),
-    ("mode", pa.string()),  # init | refine | explain_refine
-    ("round", pa.int64()),  # 0 for init
-    ("rendered_prompt", pa.string()),
-    ("generated_text", pa.string()),
-    ("explanation", pa.string()),
-    ("code", pa.string()),  # the program that was executed
-    ("status", pa.string()),
-    ("passed", pa.int64()),
-    ("total", pa.int64()),
-    ("feedback", pa.string()),
-    ("runtime", pa.float64()),
-    ("outcomes", pa.string()),  # JSON list
-    ("num_generated_tokens", pa.int64()),
-    ("generation_error", pa.string()),
-])
-COLUMNS = tuple(SCHEMA.names)
-MANIFEST = "manifest.json"
+SCHEMA = dataset.EVAL_SCHEMA
+COLUMNS = dataset.EVAL_COLUMNS
+MANIFEST = dataset.MANIFEST
+EMPTY_MANIFEST = {"version": 1, "units": {}}
 
 
 class FingerprintMismatch(RuntimeError):
@@ -57,30 +36,11 @@ def unit_key(model: str, benchmark: str, mode: str, round_: int) -> str:
     return f"{model}|{benchmark}|{mode}|{round_}"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ResultStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest_path = self.root / MANIFEST
-        self.manifest = self._load_manifest()
-
-    def _load_manifest(self) -> dict:
-        if self.manifest_path.is_file():
-            return json.loads(self.manifest_path.read_text())
-        return {"version": 1, "units": {}}
+        self.manifest = dataset.read_manifest(self.root, EMPTY_MANIFEST)
 
     def shard_path(self, model: str, benchmark: str, mode: str, round_: int) -> Path:
         return self.root / "samples" / slug(model) / slug(benchmark) / f"{mode}-r{round_}.parquet"
@@ -94,36 +54,29 @@ class ResultStore:
             raise FingerprintMismatch(
                 f"{self.root}: {model} / {benchmark} / {mode} round {round_} was produced with "
                 "different settings (model, benchmark, n, seed or sampling); use another "
-                "output_dir or delete that directory to start over")
+                "out_dir or delete that directory to start over")
         return True
 
     def write(self, model: str, benchmark: str, mode: str, round_: int, rows: list[dict],
               fingerprint: str) -> Path:
         path = self.shard_path(model, benchmark, mode, round_)
-        rows = sorted(rows, key=lambda r: (r["task_id"], r["sample_index"]))
-        table = pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows], schema=SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        data = sink.getvalue().to_pybytes()
-        atomic_write_bytes(path, data)
+        missing = sorted({c for r in rows for c in COLUMNS if c not in r})
+        if missing:
+            raise KeyError(f"evaluation rows lack column(s) {missing}")
+        written = dataset.write_rows(path, rows, SCHEMA,
+                                     sort_key=lambda r: (r["task_id"], r["sample_index"]))
         self.manifest["units"][unit_key(model, benchmark, mode, round_)] = {
             "model": model, "benchmark": benchmark, "mode": mode, "round": round_,
-            "path": str(path.relative_to(self.root)), "rows": len(rows),
-            "sha256": hashlib.sha256(data).hexdigest(), "fingerprint": fingerprint}
+            "path": str(path.relative_to(self.root)), "fingerprint": fingerprint, **written}
         self.save_manifest()
         return path
 
     def save_manifest(self) -> None:
-        atomic_write_bytes(self.manifest_path,
-                            (json.dumps(self.manifest, indent=1, sort_keys=True) + "\n").encode())
+        dataset.write_manifest(self.root, self.manifest)
 
     def read(self, model: str, benchmark: str, mode: str, round_: int) -> list[dict]:
         entry = self.manifest["units"][unit_key(model, benchmark, mode, round_)]
         return pq.read_table(self.root / entry["path"]).to_pylist()
-
-    def has(self, model: str, benchmark: str, mode: str, round_: int) -> bool:
-        entry = self.manifest["units"].get(unit_key(model, benchmark, mode, round_))
-        return entry is not None and (self.root / entry["path"]).is_file()
 
     def available(self) -> set[tuple]:
         """(model, benchmark, mode, round) of every complete unit."""

@@ -31,13 +31,15 @@ KINDS = {  # stage kind -> (config class, run function)
     "eval": ("selfdebug.evaluate.config:EvalConfig", "selfdebug.evaluate.pipeline:run_eval"),
 }
 ORDER = ("synth", "sft", "rl", "eval")
-# Keys that change how a stage runs, not what it produces: left out of fingerprints.
-RUN_ONLY_KEYS = frozenset({"ray_address", "stall_timeout_s", "fit_resources", "overwrite",
-                           "num_workers", "cpus_per_worker", "cpu_shm_comm", "max_failures",
-                           "sandbox_actors", "sandbox_workers_per_actor", "engine",
-                           "sandbox_cpus_per_actor", "sandbox_batch_size", "refine_engine",
-                           "map_cpus", "api_actors", "checkpoint_every", "keep_checkpoints",
-                           "fail_after_step", "log_every", "name"})
+# Keys that change how a stage runs, not what it produces: left out of fingerprints
+# (a nested set: those keys of that section).
+RUN_ONLY_KEYS: dict[str, Any] = {
+    **dict.fromkeys(("ray_address", "stall_timeout_s", "fit_resources", "overwrite",
+                     "num_workers", "cpus_per_worker", "cpu_shm_comm", "max_failures",
+                     "engine", "refine_engine", "map_cpus", "api_actors", "checkpoint_every",
+                     "keep_checkpoints", "fail_after_step", "log_every", "name"), True),
+    "sandbox": {"actors", "workers_per_actor", "cpus_per_actor", "batch_size"},
+}
 
 
 def load(ref: str) -> Any:
@@ -76,10 +78,11 @@ class PipelineConfig:
     model: str = "tiny"  # the base model: local dir, hub id, or "tiny"
     stages: list[str] = field(default_factory=_default_stages)
     rounds: int = 1  # synth → sft repeated (self-bootstrap): round k starts from round k-1's SFT
-    # What SFT trains on: "synth" (this round's synthesis output), "fixture" (reference
-    # solutions of MBPP problems as fixes: for the tiny CPU model, whose own fixes are
-    # ~never correct), or a synthesis-format directory.
+    # SFT's data_dirs: "synth" (this round's synthesis output), "fixture" (reference
+    # solutions of MBPP problems as fixes, built in the step's directory: for the tiny CPU
+    # model, whose own fixes are ~never correct), or any synthesis output dir / URI.
     sft_data: list[str] = field(default_factory=lambda: ["synth"])
+    fixture_problems: int = 64  # sft_data "fixture": MBPP problems in it
     eval_every_round: bool = False  # evaluate every round's SFT model, not only the last
     synth: dict[str, Any] = field(default_factory=dict)
     sft: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +150,8 @@ class Step:
     data: dict[str, Any]  # the stage config (wired), before typing
     outputs: dict[str, str]  # what later steps read: model, data_dir, results
     after: list[str]  # ids of the steps whose outputs it reads
-    sources: list[str] = field(default_factory=list)  # sft: datasets assembled into data_dir
+    fixture: str = ""  # sft: build the MBPP fixture dataset here first (sft_data: fixture)
+    fixture_problems: int = 0
 
     def typed(self) -> Any:
         cls = load(KINDS[self.kind][0])
@@ -158,7 +162,14 @@ class Step:
 
     def content(self) -> dict[str, Any]:
         """What decides this step's output (fingerprinted)."""
-        return {k: v for k, v in self.data.items() if k not in RUN_ONLY_KEYS}
+        out = {}
+        for k, v in self.data.items():
+            drop = RUN_ONLY_KEYS.get(k)
+            if drop is True:
+                continue
+            out[k] = {a: b for a, b in v.items() if a not in drop} \
+                if drop and isinstance(v, dict) else v
+        return out
 
 
 def _from_dict(cls, data: dict) -> Any:
@@ -168,8 +179,8 @@ def _from_dict(cls, data: dict) -> Any:
 
 
 def fingerprint(step: Step, upstream: list[str]) -> str:
-    blob = json.dumps({"kind": step.kind, "content": step.content(), "upstream": upstream},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"kind": step.kind, "content": step.content(), "upstream": upstream,
+                       "fixture_problems": step.fixture_problems}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -192,23 +203,28 @@ def plan(cfg: PipelineConfig) -> list[Step]:
             data_dirs.append(synth_out)
         if "sft" in cfg.stages:
             sid = f"r{k}-sft"
-            data_dir = _sft_data(cfg, run / sid, synth_out)
             out = run / sid
-            data = _merge(section(cfg, "sft"), {
+            fixture = str(out / "fixture") if "fixture" in cfg.sft_data else ""
+            data_dirs = [synth_out if s == "synth" else fixture if s == "fixture" else s
+                         for s in cfg.sft_data if s != "synth" or synth_out]
+            sft = section(cfg, "sft")
+            if data_dirs:  # the stage's own fixture settings apply to an empty data_dirs only
+                sft.pop("fixture_problems", None)
+                sft.pop("mbpp_path", None)
+            data = _merge(sft, {
                 **common, "name": "sft", "model": model, "seed": cfg.seed,
-                "data_dir": data_dir, "storage_path": str(out / "checkpoints"),
-                "output_dir": str(out / "model"), "log_dir": str(out / "logs")})
+                "data_dirs": data_dirs, "storage_path": str(out / "checkpoints"),
+                "out_dir": str(out / "model"), "log_dir": str(out / "logs")})
             after = model_step + ([f"r{k}-synth"] if synth_out else [])
-            sources = sft_sources(cfg, synth_out)
             steps.append(Step(sid, "sft", k, data, {"model": str(out / "model")}, after,
-                              sources if data_dir != synth_out else []))
+                              fixture, cfg.fixture_problems if fixture else 0))
             model, model_step = str(out / "model"), [sid]
             sft_models.append((f"SFT r{k}" if rounds > 1 else "SFT", model, sid))
     if "rl" in cfg.stages:
         out = run / "rl"
         data = _merge(section(cfg, "rl"), {
             **common, "name": "rl", "model": model, "seed": cfg.seed, "data_dirs": data_dirs,
-            "storage_path": str(out / "checkpoints"), "output_dir": str(out / "model"),
+            "storage_path": str(out / "checkpoints"), _out_key("rl"): str(out / "model"),
             "log_dir": str(out / "logs")})
         steps.append(Step("rl", "rl", rounds, data, {"model": str(out / "model")},
                           model_step + [s.id for s in steps if s.kind == "synth"]))
@@ -221,23 +237,20 @@ def plan(cfg: PipelineConfig) -> list[Step]:
             models.append({"name": "SFT+RL" if sft_models else "RL", "path": model})
         data = _merge(section(cfg, "eval"), {
             **common, "name": "eval", "seed": cfg.seed, "models": models,
-            "output_dir": str(run / "eval" / "out")})
+            "out_dir": str(run / "eval" / "out")})
         after = [s for _, _, s in picked] + (["rl"] if "rl" in cfg.stages else [])
         steps.append(Step("eval", "eval", rounds, data,
                           {"results": str(run / "eval" / "out")}, after))
     return steps
 
 
-def _sft_data(cfg: PipelineConfig, step_dir: Path, synth_out: str | None) -> str:
-    """SFT's data_dir: this round's synthesis output as it is; anything else is assembled
-    (by the stage runner) into ``step_dir/data`` from the files each source lists."""
-    if synth_out and sft_sources(cfg, synth_out) == [synth_out]:
-        return synth_out
-    return str(step_dir / "data")
+def _out_key(kind: str) -> str:
+    """The job's output key: ``out_dir`` (the config vocabulary), ``output_dir`` where a
+    job config still has that name."""
+    from dataclasses import fields
 
-
-def sft_sources(cfg: PipelineConfig, synth_out: str | None) -> list[str]:
-    return [synth_out if s == "synth" else s for s in cfg.sft_data if s != "synth" or synth_out]
+    names = {f.name for f in fields(load(KINDS[kind][0]))}
+    return "out_dir" if "out_dir" in names else "output_dir"
 
 
 def to_dict(cfg: PipelineConfig) -> dict[str, Any]:

@@ -79,48 +79,16 @@ class ResourceMeter:
 
 
 # ------------------------------------------------------------------ data for SFT
-def dataset_files(root: str) -> list[str]:
-    """A synthesis-format dataset's files, as the dataset lists them: a synth output's
-    manifest, or the fixture's fixed layout."""
-    base = Path(root)
-    manifest = base / "manifest.json"
-    if manifest.is_file():
-        shards = json.loads(manifest.read_text()).get("shards", {})
-        return [f for key in sorted(shards, key=int) for f in shards[key]["files"]]
-    if (base / "FIXTURE.txt").is_file():
-        return [f for f in ("debug/part-0.parquet", "samples/part-0.parquet")
-                if (base / f).is_file()]
-    raise FileNotFoundError(f"{root}: not a synthesis output (no manifest.json) nor the "
-                            f"fixture dataset (no FIXTURE.txt)")
-
-
-def assemble(step: Step, step_dir: Path) -> dict:
-    """SFT's data_dir from several datasets: each source's listed files linked (or copied)
-    under ``data_dir/{debug,samples}/``; returns what went in."""
+def build_fixture(step: Step) -> str:
+    """The MBPP fixture dataset SFT reads beside the synthesis output (``sft_data:
+    fixture``), built in the step's directory; a synthesis-format output with a manifest."""
     from selfdebug.train.fixture_data import build_fixture_dataset, default_mbpp_path
 
-    out = Path(step.data["data_dir"])
-    shutil.rmtree(out, ignore_errors=True)
-    used = {}
-    for i, src in enumerate(step.sources):
-        if src == "fixture":
-            mbpp = default_mbpp_path()
-            if mbpp is None:
-                raise FileNotFoundError("sft_data 'fixture' needs mbpp.jsonl: set "
-                                        "SELFDEBUG_SHARED_DATA to the directory holding it")
-            src = str(build_fixture_dataset(step_dir / "fixture", mbpp,
-                                            int(step.data.get("fixture_problems", 64))))
-        files = dataset_files(src)
-        for f in files:
-            sub, name = f.split("/", 1)
-            dest = out / sub / f"{i:02d}-{name.replace('/', '_')}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(Path(src) / f, dest)
-            except OSError:
-                shutil.copy2(Path(src) / f, dest)
-        used[src] = files
-    return used
+    mbpp = default_mbpp_path()
+    if mbpp is None:
+        raise FileNotFoundError("sft_data 'fixture' needs mbpp.jsonl: set "
+                                "SELFDEBUG_SHARED_DATA to the directory holding it")
+    return str(build_fixture_dataset(step.fixture, mbpp, step.fixture_problems))
 
 
 # ------------------------------------------------------------------ one step
@@ -199,7 +167,9 @@ def run_pipeline(cfg: PipelineConfig, log: Callable[[str], None] = print) -> dic
         log(f"{tag}: running ({step.kind}; outputs {step.outputs})")
         t0 = time.time()
         with ResourceMeter() as meter:
-            inputs = assemble(step, sdir) if step.sources else None
+            if step.fixture:
+                build_fixture(step)
+            inputs = step.data.get("data_dirs")
             try:
                 result = run_step(step, typed[step.id], log)
             except BaseException as e:

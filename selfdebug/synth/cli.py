@@ -1,7 +1,7 @@
 """`selfdebug synth --config FILE [key=value ...]`: synthesize the self-debugging dataset.
 
 Writes ``OUT/samples/*.parquet`` (every unique initial sample), ``OUT/debug/*.parquet``
-(debug records, `selfdebug.schema.DEBUG_RECORD_COLUMNS`), ``OUT/manifest.json``,
+(debug records, `selfdebug.dataset.DEBUG_SCHEMA`), ``OUT/manifest.json``,
 ``OUT/config.yaml`` (the resolved config) and ``OUT/synth_report.{md,json}``. Running the
 same command again resumes: only shards missing from the manifest are redone.
 """

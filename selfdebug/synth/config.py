@@ -7,9 +7,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from selfdebug.config import SandboxSection
 from selfdebug.llm.generate import EngineSection, SamplingConfig
 from selfdebug.llm.teacher import TeacherConfig
-from selfdebug.sandbox.judge import SandboxConfig
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("refine", "explain_refine")
@@ -55,12 +55,9 @@ class SynthConfig:
     modes: list[str] = field(default_factory=lambda: ["explain_refine"])
     attempts: int = 10  # refinements per wrong sample and mode
 
-    # execution
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    sandbox_actors: int = 1  # per execution stage (samples, refinements)
-    sandbox_workers_per_actor: int = 1
-    sandbox_cpus_per_actor: float = 0.5
-    sandbox_batch_size: int = 16
+    # execution: judging settings + the actor pool (actors per execution stage: samples,
+    # refinements)
+    sandbox: SandboxSection = field(default_factory=SandboxSection)
 
     # internal knobs
     map_cpus: float = 0.1  # Ray CPUs of the small map tasks (fractional: see DESIGN.md)
@@ -89,6 +86,16 @@ class SynthConfig:
             raise ValueError("refiner=self with sampler=api needs refine_model (a vLLM model)")
         if self.sampling.n < 1 or self.attempts < 1 or self.shard_size < 1:
             raise ValueError("sampling.n, attempts and shard_size must be ≥ 1")
+        # settings this run would carry but ignore
+        if self.sampler != "api" and self.sampler_api is not None:
+            raise ValueError(f"sampler_api is set but sampler is {self.sampler!r} (it would be "
+                             "ignored); remove it or set sampler=api")
+        if self.refiner != "teacher" and self.teacher is not None:
+            raise ValueError(f"teacher is set but refiner is {self.refiner!r} (it would be "
+                             "ignored); remove it or set refiner=teacher")
+        if self.refiner == "teacher" and self.refine_model:
+            raise ValueError("refine_model is for refiner=self; with refiner=teacher the "
+                             "teacher section names the model")
 
     def fingerprint(self) -> str:
         """Hash of the settings that decide the output rows (not limits or resources).

@@ -158,8 +158,7 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     ds = barrier(ds.map_batches(_dedupe, fn_kwargs={"ledger": ledger}, **arrow))
 
     problems_ref = ray.put(problems)
-    execute = dict(actors=cfg.sandbox_actors, workers_per_actor=cfg.sandbox_workers_per_actor,
-                   cpus_per_actor=cfg.sandbox_cpus_per_actor, batch_size=cfg.sandbox_batch_size)
+    execute = dict(**cfg.sandbox.pool_kwargs(), batch_size=cfg.sandbox.batch_size)
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="code", **execute))
     ds = ds.map_batches(_record_samples, fn_kwargs={"ledger": ledger}, **arrow)
 

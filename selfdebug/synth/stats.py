@@ -13,11 +13,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-COUNTS = ("problems", "samples_generated", "unique_samples", "correct", "wrong",
-          "generation_errors", "debug_records", "correct_refinements",
-          "distinct_correct_refinements", "wrong_fixed", "refine_errors", "sample_tokens",
-          "refine_tokens")
-
 
 def _source_stats(samples: list[dict], debug: list[dict]) -> dict:
     wrong = [s for s in samples if s["status"] != "passed" and not s.get("generation_error")]

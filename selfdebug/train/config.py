@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfdebug.train.engine import LoraSpec
+
 KINDS = ("refine", "explain_refine", "generate")
-
-
-def _default_lora_targets() -> list[str]:
-    return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -20,9 +19,14 @@ class SFTConfig:
     seed: int = 0
 
     # --- data ---
-    data_dir: str = ""  # synthesis output (debug/*.parquet, samples/*.parquet); "" = fixture
-    fixture_problems: int = 64  # size of the MBPP fixture dataset when data_dir is empty
+    # Synthesis outputs (each a `selfdebug synth` out_dir, local or s3:// / gs://), read
+    # together; [] = the fixture dataset. A plain string is one directory.
+    data_dirs: list[str] = field(default_factory=list)
+    fixture_problems: int = 64  # size of the MBPP fixture dataset when data_dirs is empty
     mbpp_path: str = ""  # MBPP JSONL for the fixture; "" = ../shared/data/mbpp.jsonl
+    # LeDex keeps one distinct correct refinement per wrong sample; false = every correct
+    # refinement becomes examples.
+    one_refinement_per_sample: bool = False
     # Mix per kind: weight = repetitions per example (0.5 keeps a seeded half, 2 doubles);
     # cap = max examples of that kind before weighting (missing or < 0 = no cap).
     mix_weights: dict[str, float] = field(
@@ -37,7 +41,9 @@ class SFTConfig:
     epochs: int = 2
     max_steps: int = -1  # cap on optimizer steps (-1 = epochs decide)
     micro_batch_size: int = 1  # rows per worker per forward pass
-    global_batch_size: int = 8  # rows per optimizer step over all workers
+    # Training EXAMPLES per optimizer step over all workers (not packed rows: see
+    # train/schedule.py); rows per step follow from the run's packing factor.
+    global_batch_size: int = 8
     lr: float = 2e-5
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 500
@@ -51,7 +57,7 @@ class SFTConfig:
     lora_r: int = 0  # 0 = full fine-tuning
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=_default_lora_targets)
+    lora_target_modules: list[str] = field(default_factory=lambda: LoraSpec().target_modules)
 
     # --- cluster ---
     ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
@@ -66,7 +72,7 @@ class SFTConfig:
 
     # --- outputs ---
     storage_path: str = "runs/sft"  # local dir or s3:// / gs:// URI
-    output_dir: str = ""  # final model copy; "" = <storage_path>/<name>/model when local
+    out_dir: str = ""  # final model copy; "" = <storage_path>/<name>/model when local
     log_dir: str = ""  # TensorBoard + metrics.jsonl; "" = <storage_path>/<name>/logs when local
     checkpoint_every: int = 50  # optimizer steps; the last step is always checkpointed
     keep_checkpoints: int = 2
@@ -75,14 +81,48 @@ class SFTConfig:
     max_failures: int = 0  # Ray Train restarts from the latest checkpoint this many times
     fail_after_step: int = -1  # testing: raise after this step's checkpoint (fresh runs only)
 
-    def gradient_accumulation(self, world_size: int) -> int:
-        per_step = self.micro_batch_size * world_size
-        if self.global_batch_size % per_step:
-            raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not a multiple of "
-                f"micro_batch_size × workers = {per_step}"
-            )
-        return self.global_batch_size // per_step
+    def validate(self) -> None:
+        """Every setting a run would otherwise ignore or misread is an error here."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {PRECISIONS} "
+                             "(fp16 is not supported: bf16 on GPUs, fp32 on CPU)")
+        if self.precision == "bf16" and not self.use_gpu:
+            raise ValueError("precision bf16 needs use_gpu: true (CPU runs train in fp32)")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage {self.zero_stage}: use 0, 1, 2 or 3")
+        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
+            raise ValueError(f"attn_implementation {self.attn_implementation!r}: use sdpa, "
+                             "eager or flash_attention_2")
+        for name in ("epochs", "micro_batch_size", "global_batch_size", "num_workers",
+                     "max_seq_len", "checkpoint_every", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.lr <= 0:
+            raise ValueError(f"warmup_steps must be ≥ 0 and lr > 0 (got {self.warmup_steps}, "
+                             f"{self.lr})")
+        if self.max_steps > 0 and self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} ≥ max_steps {self.max_steps}: "
+                             "the learning rate would never reach lr")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas needs two numbers, got {self.adam_betas}")
+        bad = sorted((set(self.mix_weights) | set(self.mix_caps)) - set(KINDS))
+        if bad:
+            raise ValueError(f"unknown example kind(s) in mix_weights/mix_caps: {bad}; "
+                             f"known: {list(KINDS)}")
+        if self.data_dirs and (self.fixture_problems != 64 or self.mbpp_path):
+            raise ValueError("fixture_problems / mbpp_path only apply when data_dirs is empty "
+                             f"(data_dirs = {self.data_dirs})")
+        lora_set = (self.lora_alpha, self.lora_dropout) != (16, 0.05)
+        if self.lora_r == 0 and lora_set:
+            raise ValueError("lora_alpha / lora_dropout are set but lora_r is 0 (no LoRA)")
+
+    def lora_spec(self) -> LoraSpec | None:
+        if self.lora_r <= 0:
+            return None
+        return LoraSpec(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                        target_modules=list(self.lora_target_modules))
 
     @property
     def storage_is_local(self) -> bool:
@@ -104,8 +144,8 @@ class SFTConfig:
         return Path("runs", self.name, "logs").resolve()
 
     def resolved_output_dir(self) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir).resolve()
+        if self.out_dir:
+            return Path(self.out_dir).resolve()
         if self.storage_is_local:
             return Path(self.run_dir) / "model"
         return Path("runs", self.name, "model").resolve()

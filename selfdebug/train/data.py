@@ -20,32 +20,39 @@ from selfdebug.train.examples import raw_examples, split_examples, tokenize_rows
 from selfdebug.train.packing import pack, unpacked
 
 ROW_COLUMNS = ("row_id", "input_ids", "labels", "position_ids", "example_ids")
+PACK_WINDOW = 512  # examples packed together (one Ray Data batch)
 
 
-def resolve_data_dir(cfg, scratch: Path) -> str:
-    """``cfg.data_dir`` (a dir or URI), or a fixture dataset built from MBPP when it is empty."""
-    if cfg.data_dir:
-        return cfg.data_dir
+def resolve_data_dirs(cfg, scratch: Path) -> list[str]:
+    """``cfg.data_dirs`` (dirs or URIs), or a fixture dataset built from MBPP when empty."""
+    if cfg.data_dirs:
+        return list(cfg.data_dirs)
     from selfdebug.train.fixture_data import build_fixture_dataset, default_mbpp_path
 
     mbpp = Path(cfg.mbpp_path) if cfg.mbpp_path else default_mbpp_path()
     if mbpp is None or not mbpp.is_file():
-        raise FileNotFoundError("data_dir is empty and no MBPP file for the fixture dataset "
-                                "(set data_dir, mbpp_path or SELFDEBUG_SHARED_DATA)")
-    return str(build_fixture_dataset(scratch / "fixture-data", mbpp, cfg.fixture_problems))
+        raise FileNotFoundError("data_dirs is empty and no MBPP file for the fixture dataset "
+                                "(set data_dirs, mbpp_path or SELFDEBUG_SHARED_DATA)")
+    return [str(build_fixture_dataset(scratch / "fixture-data", mbpp, cfg.fixture_problems))]
 
 
 def build_examples(cfg, scratch: Path) -> tuple[list[dict], list[dict]]:
     """(train, validation) example dicts for ``cfg`` (mixed, split by problem)."""
-    train, val = split_examples(raw_examples(resolve_data_dir(cfg, scratch)), cfg)
+    examples = raw_examples(resolve_data_dirs(cfg, scratch), cfg.one_refinement_per_sample)
+    train, val = split_examples(examples, cfg)
     if not train:
         raise ValueError("no training examples (no correct refinements or passing samples?)")
     return train, val
 
 
 def rows_from_examples(examples: list[dict], tokenizer_path: str, max_seq_len: int,
-                       packing: bool) -> list[dict]:
-    """Tokenize and pack (or not) a list of examples into training rows."""
+                       packing: bool, window: int | None = None) -> list[dict]:
+    """Tokenize and pack (or not) a list of examples into training rows; with ``window``,
+    packed ``window`` examples at a time, as the Ray Data path does."""
+    if window:
+        return [row for i in range(0, len(examples), window)
+                for row in rows_from_examples(examples[i:i + window], tokenizer_path,
+                                              max_seq_len, packing)]
     tokenized = tokenize_rows(examples, tokenizer_path, max_seq_len)
     return pack(tokenized, max_seq_len) if packing else unpacked(tokenized)
 
@@ -65,7 +72,7 @@ def _tokenize_and_pack(batch, tokenizer_path: str, max_seq_len: int, packing: bo
 
 
 def ray_datasets(train: list[dict], val: list[dict], cfg, tokenizer_path: str,
-                 pack_window: int = 512) -> dict:
+                 pack_window: int = PACK_WINDOW) -> dict:
     """Ray Datasets of packed rows; ``pack_window`` examples are packed together."""
     import pyarrow as pa
     import ray.data
@@ -94,7 +101,7 @@ def data_config():
 
 
 def _as_row(r: dict) -> dict:
-    return {"row_id": str(r["row_id"]),
+    return {"row_id": str(r["row_id"]), "example_ids": [str(e) for e in r["example_ids"]],
             **{k: np.asarray(r[k], dtype=np.int64) for k in ("input_ids", "labels",
                                                                 "position_ids")}}
 
@@ -113,7 +120,8 @@ def load_shard(name: str, cfg, rank: int, world: int, tokenizer_path: str,
     else:
         train, val = build_examples(cfg, scratch)
         examples = train if name == "train" else val
-        all_rows = rows_from_examples(examples, tokenizer_path, cfg.max_seq_len, cfg.packing)
+        all_rows = rows_from_examples(examples, tokenizer_path, cfg.max_seq_len, cfg.packing,
+                                      PACK_WINDOW)
         all_rows.sort(key=lambda r: r["row_id"])
         per_rank = len(all_rows) // world  # equal shards, as Ray's equal split
         rows = [_as_row(r) for r in all_rows[rank::world][:per_rank]]

@@ -27,48 +27,82 @@ def unit_hash(*parts: Any) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def _read_dir(uri: str) -> list[dict]:
-    """Rows of every ``*.parquet`` under ``uri`` (a local dir or s3:// / gs:// URI), sorted by file."""
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    if "://" in uri:
-        fs, root = pafs.FileSystem.from_uri(uri)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(uri).resolve())
-    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    files = sorted(i.path for i in infos if i.path.endswith(".parquet"))
-    return [row for f in files for row in pq.read_table(f, filesystem=fs).to_pylist()]
-
-
-def raw_examples(data_dir: str | Path) -> list[dict]:
-    """One dict per candidate example: example_id, task_id, kind, messages (JSON), answer."""
+def _refine_example(r: dict, uid: str) -> dict:
     from selfdebug.llm import prompts
 
-    data = str(data_dir).rstrip("/")
+    return {"example_id": f"refine:{uid}", "task_id": r["task_id"], "kind": "refine",
+            "messages": json.dumps(prompts.refine_messages(r["prompt"], r["wrong_code"],
+                                                           r["feedback"])),
+            "answer": prompts.assistant_answer(r["refined_code"])}
+
+
+def _explain_refine_example(r: dict, uid: str) -> dict:
+    from selfdebug.llm import prompts
+
+    return {"example_id": f"explain_refine:{uid}", "task_id": r["task_id"],
+            "kind": "explain_refine",
+            "messages": json.dumps(prompts.explain_refine_messages(r["prompt"], r["wrong_code"],
+                                                                   r["feedback"])),
+            "answer": prompts.assistant_answer(r["refined_code"], r["explanation"])}
+
+
+def _has_explanation(r: dict) -> bool:
+    return r["mode"] == "explain_refine" and bool((r.get("explanation") or "").strip())
+
+
+def pick_refinements(records: list[dict], one_per_sample: bool) -> list[dict]:
+    """The correct debug records that become examples. ``one_per_sample``: one per wrong
+    sample (LeDex keeps one distinct correct refinement per wrong solution), preferring a
+    record with an explanation (it yields both example kinds), then the lowest record id."""
+    correct = [r for r in records if r.get("correct")]
+    if not one_per_sample:
+        return correct
+    best: dict[tuple, dict] = {}
+    for r in sorted(correct, key=lambda r: (not _has_explanation(r), r["record_id"])):
+        best.setdefault((r.get("dataset", ""), r["task_id"], r["sample_index"]), r)
+    return list(best.values())
+
+
+def examples_from_records(debug: list[dict], samples: list[dict],
+                          one_per_sample: bool = False) -> list[dict]:
+    """Candidate examples (example_id, task_id, kind, messages JSON, answer), sorted by id.
+
+    Every correct refinement yields a *refine* example (wrong code + feedback → the fix);
+    one with a non-empty explanation also yields an *explain_refine* example (→ the
+    explanation, then the fix). Every passing initial sample yields a *generate* example.
+    Rows of several synthesis outputs are told apart by their ``dataset`` (ids repeat)."""
+    from selfdebug.llm import prompts
+
+    datasets = sorted({r.get("dataset", "") for r in debug + samples})
+    tag = {d: (f"{i}:" if len(datasets) > 1 else "") for i, d in enumerate(datasets)}
     out = []
-    for r in _read_dir(f"{data}/debug"):
-        if not r.get("correct"):
-            continue
-        if r["mode"] == "explain_refine":
-            kind = "explain_refine"
-            messages = prompts.explain_refine_messages(r["prompt"], r["wrong_code"], r["feedback"])
-            answer = prompts.assistant_answer(r["refined_code"], r.get("explanation") or "")
-        else:
-            kind = "refine"
-            messages = prompts.refine_messages(r["prompt"], r["wrong_code"], r["feedback"])
-            answer = prompts.assistant_answer(r["refined_code"])
-        out.append({"example_id": f"{kind}:{r['record_id']}", "task_id": r["task_id"],
-                    "kind": kind, "messages": json.dumps(messages), "answer": answer})
-    for r in _read_dir(f"{data}/samples"):
+    for r in pick_refinements(debug, one_per_sample):
+        uid = tag[r.get("dataset", "")] + r["record_id"]
+        out.append(_refine_example(r, uid))
+        if _has_explanation(r):
+            out.append(_explain_refine_example(r, uid))
+    for r in samples:
         if r.get("status") != "passed":
             continue
-        out.append({"example_id": f"generate:{r['task_id']}/{r['sample_index']}",
-                    "task_id": r["task_id"], "kind": "generate",
+        uid = f"{tag[r.get('dataset', '')]}{r['task_id']}/{r['sample_index']}"
+        out.append({"example_id": f"generate:{uid}", "task_id": r["task_id"], "kind": "generate",
                     "messages": json.dumps(prompts.generate_messages(r["prompt"])),
                     "answer": prompts.assistant_answer(r["code"])})
     out.sort(key=lambda e: e["example_id"])  # independent of file and row order
     return out
+
+
+def raw_examples(data_dirs: str | Path | list, one_per_sample: bool = False) -> list[dict]:
+    """`examples_from_records` over the committed rows of one or several synthesis outputs."""
+    from selfdebug.dataset import read_debug_records, read_samples
+
+    dirs = [str(data_dirs)] if isinstance(data_dirs, str | Path) else [str(d) for d in data_dirs]
+    debug = read_debug_records(dirs, columns=[
+        "record_id", "task_id", "prompt", "sample_index", "wrong_code", "feedback", "mode",
+        "explanation", "refined_code", "correct"])
+    samples = read_samples(dirs, columns=["task_id", "prompt", "sample_index", "code",
+                                          "status"])
+    return examples_from_records(debug, samples, one_per_sample)
 
 
 def is_validation(task_id: str, val_fraction: float) -> bool:

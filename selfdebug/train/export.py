@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import torch
-
 
 def full_state_dict(engine, zero_stage: int, rank: int) -> dict | None:
     """The whole model's weights on rank 0 (None elsewhere); a collective under ZeRO-3."""
@@ -44,13 +42,3 @@ def save_pretrained(module, state: dict, model_path: str, tokenizer, out_dir: Pa
         module.save_pretrained(out_dir, state_dict=state)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-def export(engine, zero_stage: int, rank: int, model_path: str, tokenizer, out_dir: Path,
-           lora: bool) -> Path | None:
-    """Collective: gather weights, then rank 0 writes ``out_dir``."""
-    state = full_state_dict(engine, zero_stage, rank)
-    if rank != 0:
-        return None
-    with torch.no_grad():
-        return save_pretrained(engine.module, state, model_path, tokenizer, out_dir, lora)

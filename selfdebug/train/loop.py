@@ -12,40 +12,38 @@ or few answer tokens weigh what they should.
 
 from __future__ import annotations
 
-import importlib
-import math
-import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from selfdebug.train import checkpoint as ckpt
 from selfdebug.train.checkpoint import TrainState
 from selfdebug.train.config import SFTConfig
 from selfdebug.train.data import epoch_order, load_shard, micro_batches
-from selfdebug.train.examples import IGNORE, load_tokenizer
+from selfdebug.train.engine import (
+    OptimSpec,
+    answer_mask,
+    build_model,
+    distributed_sum,
+    ds_config,
+    in_ray_train,
+    initialize,
+    resolve_precision,
+    sequence_nll,
+    setup_distributed,
+    zero3_init,
+)
+from selfdebug.train.examples import load_tokenizer
 from selfdebug.train.packing import collate
+from selfdebug.train.schedule import plan_schedule, row_counts
 
 
 class InjectedFailure(RuntimeError):
     """Raised by ``fail_after_step`` to test resumption."""
-
-
-def in_ray_train() -> bool:
-    try:
-        import ray.train
-
-        ray.train.get_context()
-        return True
-    except (ImportError, RuntimeError):
-        return False
 
 
 def resolve_model(model: str) -> str:
@@ -58,106 +56,8 @@ def resolve_model(model: str) -> str:
     return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
-def _setup_distributed(cfg: SFTConfig, in_ray: bool) -> tuple[int, int, torch.device]:
-    if in_ray:
-        import ray.train
-        import ray.train.torch
-
-        ctx = ray.train.get_context()
-        rank, world = ctx.get_world_rank(), ctx.get_world_size()
-        device = ray.train.torch.get_device()
-    else:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
-        for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
-            os.environ.setdefault(k, v)
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ["LOCAL_RANK"])
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-        if not cfg.cpu_shm_comm:
-            # DeepSpeed JIT-compiles a shm allreduce op (16-50 s) on first use on CPU;
-            # gloo alone is enough for the models we train on CPU.
-            # (sys.modules: `import deepspeed.comm.torch` would bind the real torch module,
-            # which deepspeed.comm re-exports under that name)
-            importlib.import_module("deepspeed.comm.torch")
-            sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def ds_config(cfg: SFTConfig, world: int, bf16: bool) -> dict:
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation(world),
-        "train_batch_size": cfg.global_batch_size,
-        "gradient_clipping": cfg.max_grad_norm,
-        "zero_optimization": {"stage": cfg.zero_stage, "contiguous_gradients": True,
-                              "overlap_comm": False,
-                              "stage3_gather_16bit_weights_on_model_save": True},
-        "bf16": {"enabled": bf16},
-        # a plain torch AdamW: no JIT-built fused/cpu Adam (DESIGN.md)
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 2**31 - 1,
-    }
-
-
-def build_model(cfg: SFTConfig, model_path: str, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=dtype, attn_implementation=cfg.attn_implementation)
-    model.config.use_cache = False
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        if cfg.gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM"))
-    return model
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    """LR multiplier after ``step`` optimizer steps: linear warmup, then cosine decay."""
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return fn
-
-
-def _all_sum(*values: float) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def token_loss_sum(engine, batch: dict, device) -> torch.Tensor:
-    """Summed cross-entropy over answer tokens of one micro-batch."""
-    batch = {k: v.to(device) for k, v in batch.items()}
-    # No attention_mask and no cache: transformers then builds the packed block mask from
-    # the restarting position_ids.
-    logits = engine(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                    use_cache=False).logits
-    # Shift the labels, not the logits: slicing the logits would copy all of them.
-    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
 def _n_targets(batch: dict) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE).sum())
+    return int(answer_mask(batch["labels"]).sum())
 
 
 def _n_real(rows: list[dict]) -> int:
@@ -167,17 +67,18 @@ def _n_real(rows: list[dict]) -> int:
 def train_step(engine, groups: list[list[dict]], pad_id: int, device, world: int) -> dict:
     """One optimizer step over ``groups`` (one list of rows per micro-batch)."""
     batches = [collate(g, pad_id) for g in groups]
-    n_global, tokens = _all_sum(sum(map(_n_targets, batches)), sum(map(_n_real, groups)))
+    n_global, tokens = distributed_sum(sum(map(_n_targets, batches)),
+                                       sum(map(_n_real, groups)))
     # DeepSpeed divides by the accumulation steps and averages over workers; undo both so
     # the gradient is that of (sum of token losses) / (answer tokens in the global batch).
     scale = len(batches) * world / max(n_global, 1.0)
     loss_sum = 0.0
     for b in batches:
-        loss = token_loss_sum(engine, b, device)
+        loss = sequence_nll(engine, b, device)
         engine.backward(loss * scale)
         engine.step()
         loss_sum += loss.item()
-    (loss_total,) = _all_sum(loss_sum)
+    (loss_total,) = distributed_sum(loss_sum)
     norm = engine.get_global_grad_norm()
     return {"loss": loss_total / max(n_global, 1.0), "tokens": int(tokens),
             "grad_norm": float(norm) if norm is not None else float("nan")}
@@ -190,20 +91,19 @@ def evaluate(engine, rows: list[dict], cfg: SFTConfig, pad_id: int, device) -> f
     loss_sum, n = 0.0, 0
     for i in range(0, len(rows), cfg.micro_batch_size):
         b = collate(rows[i:i + cfg.micro_batch_size], pad_id)
-        loss_sum += token_loss_sum(engine, b, device).item()
+        loss_sum += sequence_nll(engine, b, device).item()
         n += _n_targets(b)
     engine.train()
-    loss_sum, n = _all_sum(loss_sum, n)
+    loss_sum, n = distributed_sum(loss_sum, n)
     return loss_sum / n if n else None
 
 
 def train_loop(config: dict) -> dict:
     """Train per ``config`` (an `SFTConfig` as a dict); returns a summary (rank 0's is complete)."""
-    import deepspeed
-
     cfg = SFTConfig(**config)
     in_ray = in_ray_train()
-    rank, world, device = _setup_distributed(cfg, in_ray)
+    rank, world, device = setup_distributed(cpus_per_worker=cfg.cpus_per_worker,
+                                            cpu_shm_comm=cfg.cpu_shm_comm)
     model_path = resolve_model(cfg.model)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(model_path)
@@ -213,30 +113,24 @@ def train_loop(config: dict) -> dict:
     val_rows = load_shard("val", cfg, rank, world, model_path, scratch, in_ray)
     shutil.rmtree(scratch, ignore_errors=True)  # rows are in memory now
 
-    gas = cfg.gradient_accumulation(world)
-    steps_per_epoch = len(train_rows) // (cfg.micro_batch_size * gas)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_rows)} rows per worker cannot fill one step of "
-                         f"{cfg.micro_batch_size} × {gas} rows: lower global_batch_size")
-    total = cfg.epochs * steps_per_epoch
-    total = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+    examples, rows, tokens = distributed_sum(*row_counts(train_rows))
+    plan = plan_schedule(cfg, world=world, examples=int(examples), rows=int(rows),
+                         tokens=int(tokens), rows_per_worker=len(train_rows))
+    gas, steps_per_epoch, total = plan.grad_accum, plan.steps_per_epoch, plan.total_steps
 
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    ds_cfg = ds_config(cfg, world, bf16)
-    zero3_init = None
-    if cfg.zero_stage == 3:  # from_pretrained then loads straight into ZeRO-3 partitions
-        from transformers.integrations import HfDeepSpeedConfig
-
-        zero3_init = HfDeepSpeedConfig(ds_cfg)
-    model = build_model(cfg, model_path, torch.bfloat16 if bf16 else torch.float32)
-    del zero3_init  # later loads (the LoRA export's base model) must be whole, not partitioned
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                                  weight_decay=cfg.weight_decay)
-    schedule = warmup_cosine(cfg.warmup_steps, total, cfg.min_lr_ratio)
-    engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=ds_cfg,
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+    dtype = resolve_precision(cfg.precision, device)
+    bf16 = dtype == torch.bfloat16
+    ds_cfg = ds_config(micro_batch_size=cfg.micro_batch_size, grad_accum=gas, world=world,
+                       zero_stage=cfg.zero_stage, bf16=bf16, max_grad_norm=cfg.max_grad_norm)
+    partitioned = zero3_init(ds_cfg)  # ZeRO-3: from_pretrained loads straight into partitions
+    model = build_model(model_path, dtype=dtype, lora=cfg.lora_spec(),
+                        gradient_checkpointing=cfg.gradient_checkpointing,
+                        attn_implementation=cfg.attn_implementation)
+    del partitioned  # later loads (the LoRA export's base model) must be whole
+    engine, _, _ = initialize(model, ds_cfg, OptimSpec(
+        lr=cfg.lr, total_steps=total, warmup_steps=cfg.warmup_steps,
+        min_lr_ratio=cfg.min_lr_ratio, betas=tuple(cfg.adam_betas),
+        weight_decay=cfg.weight_decay))
 
     run_dir = Path(cfg.run_dir)
     state = TrainState()
@@ -251,7 +145,9 @@ def train_loop(config: dict) -> dict:
 
         log = MetricsLog(log_dir, resume_step=resumed_at)
         print(f"[sft] {world} worker(s), {len(train_rows)} train / {len(val_rows)} val rows "
-              f"per worker, {steps_per_epoch} steps/epoch, {total} steps, "
+              f"per worker, {plan.examples} examples, ≈{plan.examples_per_step:.1f} examples "
+              f"and {gas} micro-batch(es) per step, {steps_per_epoch} steps/epoch, "
+              f"{total} steps, "
               f"{'resuming at step ' + str(resumed_at) if resumed_at else 'fresh start'}",
               flush=True)
 
@@ -286,8 +182,8 @@ def train_loop(config: dict) -> dict:
                 state.finished = last
                 metrics = {"step": state.step, "loss": m["loss"], "val_loss": val_loss}
                 extra = _final_outputs(engine, cfg, state, rank, world, model_path,
-                                       tokenizer, log, log_dir, len(train_rows),
-                                       len(val_rows), bf16) if last else None
+                                       tokenizer, log, log_dir, plan, len(val_rows),
+                                       bf16) if last else None
                 ckpt.commit(engine, state, metrics, rank, in_ray, run_dir,
                             cfg.keep_checkpoints, extra)
             if cfg.fail_after_step == state.step and resumed_at == 0:
@@ -300,7 +196,7 @@ def train_loop(config: dict) -> dict:
 
 
 def _final_outputs(engine, cfg, state, rank, world, model_path, tokenizer, log, log_dir,
-                   n_train, n_val, bf16):
+                   plan, n_val, bf16):
     """Gather the weights (collective) and return what rank 0 adds to the last checkpoint."""
     from selfdebug.train.export import full_state_dict, save_pretrained
     from selfdebug.train.report import write_sft_report
@@ -314,10 +210,11 @@ def _final_outputs(engine, cfg, state, rank, world, model_path, tokenizer, log, 
                               ckpt_dir / "model", cfg.lora_r > 0)
         log.tb.flush()
         summary = {"steps": state.step, "world_size": world, "tokens": state.tokens,
-                   "train_rows": n_train, "val_rows": n_val,
+                   "train_rows": plan.rows // world, "val_rows": n_val,
+                   "examples_per_epoch": plan.examples, "schedule": plan.summary(),
                    "precision": "bf16" if bf16 else "fp32",
-                   "data_dir": cfg.data_dir or "(fixture from MBPP)",
-                   "output_dir": str(cfg.resolved_output_dir())}
+                   "data_dirs": list(cfg.data_dirs) or "(fixture from MBPP)",
+                   "out_dir": str(cfg.resolved_output_dir())}
         write_sft_report(log_dir, asdict(cfg), summary)
         shutil.copytree(log_dir, ckpt_dir / "logs", dirs_exist_ok=True)
         if not in_ray_train():  # under Ray the driver copies the model out of storage

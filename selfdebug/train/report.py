@@ -51,17 +51,24 @@ def write_sft_report(log_dir: Path, config: dict, summary: dict) -> dict:
         "metadata": run_metadata(seed=config.get("seed"), config=config),
     }
     s = data["summary"]
+    sched = s.get("schedule") or {}
 
     def fmt(x):
         return f"{x:.4f}" if isinstance(x, float) else str(x)
 
     md = [f"# SFT report: {config.get('name')}", "",
-          f"- model: `{config.get('model')}` → `{s.get('output_dir')}`",
-          f"- data: `{s.get('data_dir')}` ({s.get('train_rows')} train rows, "
+          f"- model: `{config.get('model')}` → `{s.get('out_dir')}`",
+          f"- data: `{s.get('data_dirs')}` ({s.get('train_rows')} train rows, "
           f"{s.get('val_rows')} validation rows per worker)",
-          f"- steps: {s.get('steps')} × global batch {config.get('global_batch_size')} "
-          f"on {s.get('world_size')} worker(s), ZeRO-{config.get('zero_stage')}, "
-          f"{s.get('precision')}, LoRA r={config.get('lora_r')}",
+          f"- schedule: {sched.get('examples')} examples ({sched.get('tokens')} tokens) per "
+          f"epoch; {s.get('steps')} optimizer steps of ≈{sched.get('examples_per_step')} "
+          f"examples / ≈{sched.get('tokens_per_step')} tokens (batch "
+          f"{config.get('global_batch_size')} examples = {sched.get('rows_per_step')} rows); "
+          f"warm-up {sched.get('warmup_steps')} steps "
+          f"({100 * (sched.get('warmup_fraction') or 0):.1f}% of the run)",
+          f"- trained on {s.get('tokens')} tokens in all, on {s.get('world_size')} worker(s), "
+          f"ZeRO-{config.get('zero_stage')}, {s.get('precision')}, "
+          f"LoRA r={config.get('lora_r')}",
           f"- train loss: {fmt(s['first_train_loss'])} → {fmt(s['last_train_loss'])}",
           f"- validation loss: {fmt(s['first_val_loss'])} → {fmt(s['last_val_loss'])}",
           f"- tokens/s (real tokens, all workers): {fmt(s['mean_tokens_per_s'])}",
