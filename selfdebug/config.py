@@ -177,3 +177,16 @@ def load_job_config(cls: type[T], path, overrides, prog: str) -> T | None:
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return None
     return cfg
+
+
+def resolve_model(ref: str) -> str:
+    """A job's ``model`` reference → what vLLM / transformers load: ``tiny`` (or "") → the
+    tiny local Llama (built once under the repository's .cache/); an existing local
+    directory → its absolute path (Ray workers run in other working directories); anything
+    else → unchanged (a hub name)."""
+    if ref in ("", "tiny"):
+        from selfdebug.llm.tiny_model import build_tiny_model
+
+        return str(build_tiny_model(Path(__file__).resolve().parents[1] / ".cache" / "tiny-model"))
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else ref

@@ -90,8 +90,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # name the file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
 
 
@@ -109,12 +111,28 @@ def write_rows(path: str | Path, rows: Iterable[dict], schema: pa.Schema,
     return {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def parse_manifest(text: bytes | str, where: str) -> dict:
+    """A manifest's content; a damaged one is an error naming the file and the way out
+    (it is written atomically, so damage means something other than a crash wrote it)."""
+    from selfdebug.errors import InputError
+
+    try:
+        manifest = json.loads(text)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards", {}), dict):
+            raise ValueError("expected an object with a 'shards' mapping")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{where} is not a valid manifest ({e})",
+                         "restore it from a backup, or delete it to redo every shard of "
+                         "that output (or use another out_dir)") from None
+    return manifest
+
+
 def read_manifest(root: str | Path, empty: dict) -> dict:
     """``root``/manifest.json, or a copy of ``empty`` when there is none yet."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         return json.loads(json.dumps(empty))
-    return json.loads(path.read_text())
+    return parse_manifest(path.read_bytes(), str(path))
 
 
 def write_manifest(root: str | Path, manifest: dict) -> None:
@@ -143,13 +161,13 @@ def _filesystem(uri: str):
     return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
-def _read_text(fs, path: str) -> str | None:
+def _read_bytes(fs, path: str) -> bytes | None:
     import pyarrow.fs as pafs
 
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
     with fs.open_input_stream(path) as f:
-        return f.read().decode()
+        return f.read()
 
 
 def synthesis_files(out_dir: str, sub: str) -> tuple[object, list[str]]:
@@ -159,18 +177,48 @@ def synthesis_files(out_dir: str, sub: str) -> tuple[object, list[str]]:
     means): every ``*.parquet`` under ``sub``."""
     import pyarrow.fs as pafs
 
-    fs, root = _filesystem(out_dir)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        raise FileNotFoundError(f"synthesis output {out_dir!r} is not a directory")
-    text = _read_text(fs, f"{root}/{MANIFEST}")
+    fs, root, text = open_synthesis_output(out_dir)
     if text is not None:
-        manifest = json.loads(text)
+        manifest = parse_manifest(text, f"{out_dir}/{MANIFEST}")
         files = [f"{root}/{f}" for e in manifest.get("shards", {}).values()
                  for f in e.get("files", []) if f.startswith(f"{sub}/")]
     else:
         infos = fs.get_file_info(pafs.FileSelector(f"{root}/{sub}", allow_not_found=True))
         files = [i.path for i in infos if i.path.endswith(".parquet")]
     return fs, sorted(files)
+
+
+def open_synthesis_output(out_dir: str) -> tuple[object, str, bytes | None]:
+    """(filesystem, root, manifest bytes or None) of a synthesis output; an error naming the
+    directory when it is missing or holds no synthesis output (checked before any training
+    starts: `check_synthesis_outputs`)."""
+    import pyarrow.fs as pafs
+
+    from selfdebug.errors import InputError, InputNotFound
+
+    fs, root = _filesystem(out_dir)
+    kind = fs.get_file_info(root).type
+    if kind == pafs.FileType.NotFound:
+        raise InputNotFound(f"synthesis output {out_dir} is not a directory: it does not exist",
+                         "give the out_dir of a `selfdebug synth` run in data_dirs")
+    if kind != pafs.FileType.Directory:
+        raise InputError(f"synthesis output {out_dir} is not a directory",
+                         "give the out_dir of a `selfdebug synth` run in data_dirs")
+    text = _read_bytes(fs, f"{root}/{MANIFEST}")
+    if text is None and not any(fs.get_file_info(f"{root}/{sub}").type == pafs.FileType.Directory
+                                for sub in ("debug", "samples")):
+        raise InputError(f"{out_dir} is not a synthesis output (no {MANIFEST}, no debug/ or "
+                         "samples/ directory)",
+                         "give the out_dir of a `selfdebug synth` run in data_dirs")
+    return fs, root, text
+
+
+def check_synthesis_outputs(dirs: list[str]) -> None:
+    """Each of ``dirs`` exists and is a synthesis output with a readable manifest."""
+    for d in dirs:
+        _, _, text = open_synthesis_output(str(d))
+        if text is not None:
+            parse_manifest(text, f"{d}/{MANIFEST}")
 
 
 def _read(dirs: str | list[str], sub: str, columns: list[str] | None) -> list[dict]:
@@ -181,7 +229,14 @@ def _read(dirs: str | list[str], sub: str, columns: list[str] | None) -> list[di
     for d in dirs:
         fs, files = synthesis_files(str(d), sub)
         for f in files:
-            rows = pq.read_table(f, filesystem=fs, columns=columns).to_pylist()
+            try:
+                rows = pq.read_table(f, filesystem=fs, columns=columns).to_pylist()
+            except (pa.ArrowException, OSError) as e:
+                from selfdebug.errors import InputError
+
+                raise InputError(f"cannot read {f} ({type(e).__name__}: {e})",
+                                 "restore the file, or re-run the synthesis that wrote it "
+                                 "after removing its shard from manifest.json") from None
             for r in rows:
                 r["dataset"] = str(d)  # which output a row came from (ids repeat across them)
             out += rows

@@ -70,8 +70,11 @@ def run_metadata(seed: int | None = None, config: dict[str, Any] | None = None) 
 
 
 def write_report(out_dir: str | Path, name: str, data: dict[str, Any], markdown: str) -> None:
-    """Write ``name.json`` and ``name.md`` side by side."""
+    """Write ``name.json`` and ``name.md`` side by side, each whole or not at all (a full
+    disk leaves the previous report, never half of one)."""
+    from selfdebug.dataset import atomic_write_bytes
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    (out / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    atomic_write_bytes(out / f"{name}.json",
+                       (json.dumps(data, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out / f"{name}.md", (markdown.rstrip() + "\n").encode())

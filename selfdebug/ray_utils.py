@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 # Ray versions on which `shutdown_ray` uses Ray's private node object ([min, max));
 # tests/test_train_engine.py fails when the installed Ray leaves this range.
 RAY_PRIVATE_API_VERSIONS = ("2.60", "2.61")
+
+# Ray puts its AF_UNIX sockets at <temp dir>/session_<date>_<time>_<µs>_<pid>/sockets/
+# plasma_store[.N]; Linux allows 107 bytes for such a path. This is the longest suffix
+# after the temp dir (session name with a 7-digit pid, an index on the socket name).
+SOCKET_PATH_MAX = 107
+RAY_SOCKET_SUFFIX = len("/session_2026-12-01_22-44-28_123456_1234567/sockets/plasma_store.1")
+TEMP_PREFIX = "sdray-"
+
+
+def ray_temp_dir() -> str:
+    """A new directory for a local cluster's session, short enough for Ray's sockets.
+
+    Under TMPDIR when that fits; else under /tmp, saying so (a long TMPDIR otherwise fails
+    deep inside Ray with "AF_UNIX path length cannot exceed 107 bytes").
+    """
+    from selfdebug.errors import ClusterError
+
+    fits = lambda d: len(os.fsencode(d)) + 1 + len(TEMP_PREFIX) + 8 + RAY_SOCKET_SUFFIX \
+        <= SOCKET_PATH_MAX  # noqa: E731  (+8: mkdtemp's random part)
+    base = tempfile.gettempdir()
+    if not fits(base):
+        if not (fits("/tmp") and os.access("/tmp", os.W_OK | os.X_OK)):
+            raise ClusterError(
+                f"the temp dir {base} is {len(os.fsencode(base))} bytes long: Ray's socket "
+                f"paths under it would exceed the {SOCKET_PATH_MAX}-byte AF_UNIX limit and "
+                "/tmp is not writable",
+                f"set TMPDIR to a writable directory of at most "
+                f"{SOCKET_PATH_MAX - RAY_SOCKET_SUFFIX - len(TEMP_PREFIX) - 9} bytes")
+        print(f"selfdebug: TMPDIR {base} is too long for Ray's socket paths (AF_UNIX, "
+              f"{SOCKET_PATH_MAX} bytes): Ray's session dir goes under /tmp instead",
+              file=sys.stderr)
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=base)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
@@ -18,30 +53,55 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs):
     """
     import ray
 
+    from selfdebug.errors import ClusterError, note_log
+
     if ray.is_initialized():
         return ray.get_runtime_context()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
-        return ray.init(address=address, log_to_driver=True, **kwargs)
+        try:
+            return ray.init(address=address, log_to_driver=True, **kwargs)
+        except Exception as e:  # noqa: BLE001  every start-up failure gets the same message
+            raise ClusterError(
+                f"could not join the Ray cluster at {address!r}: {type(e).__name__}: "
+                f"{_first_line(e)}",
+                f"check that it runs (`ray status --address {address}`) and is reachable, "
+                "or leave ray_address/--address empty to start a local cluster") from e
     if num_cpus is None:
         # Small machines: declare a few more logical CPUs than cores so that fractional
         # actors (sandbox, vLLM, ingress) can all be scheduled (DESIGN.md).
         num_cpus = max(4, os.cpu_count() or 1)
-    temp_dir = kwargs.pop("_temp_dir", None) or tempfile.mkdtemp(prefix="selfdebug-ray-")
+    temp_dir = kwargs.pop("_temp_dir", None) or ray_temp_dir()
     # Ray keeps about num_cpus idle workers and kills the rest after a second; Ray Data's
     # fractional-CPU map tasks then respawn workers all run long, each paying Python and
     # import start-up (a third of the orchestration CPU of a CPU synthesis run).
     system_config = {"num_workers_soft_limit": 4 * num_cpus,
                      **kwargs.pop("_system_config", {})}
-    return ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        _system_config=system_config,
-        **kwargs,
-    )
+    try:
+        ctx = ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            _system_config=system_config,
+            **kwargs,
+        )
+    except Exception as e:  # noqa: BLE001  a timeout under load, sockets, a full disk
+        logs = Path(temp_dir) / "session_latest" / "logs"
+        raise ClusterError(
+            f"could not start a local Ray cluster ({type(e).__name__}: {_first_line(e)}); "
+            f"Ray's logs: {logs}",
+            "if the machine is busy, wait and re-run the same command (completed work is "
+            "kept); check free space and memory; or join a running cluster with "
+            "ray_address / --address") from e
+    note_log("ray", Path(temp_dir) / "session_latest" / "logs")
+    return ctx
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def in_ray_job() -> bool:

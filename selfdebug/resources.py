@@ -112,19 +112,15 @@ def _engine_cpus(engine) -> float:
 
 def synth_holders(cfg) -> list[Holder]:
     """Long-lived actors of `selfdebug.synth.pipeline` for ``cfg``."""
-    from selfdebug.synth.pipeline import shares_engines
+    from selfdebug.synth.config import shares_engines
 
-    sandbox = Holder("sandbox actors", 2 * cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
-                     "sandbox.cpus_per_actor")
-    holders = [sandbox]
-    if shares_engines(cfg):
-        holders.append(Holder("vLLM engines (shared pool)", max(1, cfg.engine.num_replicas),
+    holders = [Holder("sandbox actors", 2 * cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
+                      "sandbox.cpus_per_actor")]
+    if cfg.sampler == "vllm":  # an EnginePool, started beside the dataset
+        holders.append(Holder("vLLM engines (shared pool)" if shares_engines(cfg) else
+                              "vLLM sample engines", max(1, cfg.engine.num_replicas),
                               _engine_cpus(cfg.engine), "engine.num_cpus", in_ray_data=False))
-        return holders
-    if cfg.sampler == "vllm":
-        holders.append(Holder("vLLM sample engines", max(1, cfg.engine.num_replicas),
-                              _engine_cpus(cfg.engine), "engine.num_cpus"))
-    if cfg.refiner == "self":
+    if cfg.refiner == "self" and not shares_engines(cfg):  # ray.data.llm's own pool
         holders.append(Holder("vLLM refine engines", max(1, cfg.refine_engine.num_replicas),
                               _engine_cpus(cfg.refine_engine), "refine_engine.num_cpus"))
     return holders
@@ -135,8 +131,8 @@ def eval_holders(cfg) -> list[Holder]:
     holders = [Holder("sandbox actors", cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
                       "sandbox.cpus_per_actor")]
     if any(m.engine == "vllm" for m in cfg.models):
-        holders.append(Holder("vLLM engines", max(1, cfg.engine.num_replicas),
-                              _engine_cpus(cfg.engine), "engine.num_cpus"))
+        holders.append(Holder("vLLM engines", max(1, cfg.engine.num_replicas),  # EnginePool
+                              _engine_cpus(cfg.engine), "engine.num_cpus", in_ray_data=False))
     return holders
 
 

@@ -14,7 +14,7 @@ import yaml
 from selfdebug.config import load_config
 from selfdebug.evaluate.config import EvalConfig, ModelSpec, slug, unit_fingerprint
 from selfdebug.evaluate.metrics import compute_metrics
-from selfdebug.evaluate.oracle import _expand, reply_for
+from selfdebug.evaluate.oracle import double_rows, reply_for
 from selfdebug.evaluate.report import table2
 from selfdebug.evaluate.store import COLUMNS, FingerprintMismatch, ResultStore
 from selfdebug.evaluate.tasks import program_from_reply
@@ -101,6 +101,30 @@ def test_units_not_run_give_no_rows():
     assert [(r["mode"], r["round"]) for r in got] == [("init", 0), ("refine", 1)]
 
 
+def test_success_rates_round_one_and_paper_average():
+    from selfdebug.evaluate.metrics import PAPER_BENCHMARKS, success_rates
+    from selfdebug.evaluate.report import success_table
+
+    rows = []
+    # benchmark i: 4 wrong samples of which i+1 are fixed in round 1, all 4 in round 2
+    for i, bench in enumerate(PAPER_BENCHMARKS):
+        for s in range(4):
+            rows += [v("T", s, "init", 0, False, bench=bench),
+                     v("T", s, "refine", 1, s <= i, bench=bench),
+                     v("T", s, "refine", 2, True, bench=bench)]
+    res = compute_metrics(rows, ["m"], list(PAPER_BENCHMARKS), ["refine"], 2, [1])
+    (rate,) = success_rates(res, ["m"], list(PAPER_BENCHMARKS), ["refine"])
+    assert rate["rates"] == {b: (i + 1) / 4 for i, b in enumerate(PAPER_BENCHMARKS)}
+    assert rate["average"] == pytest.approx((1 + 2 + 3 + 4) / 16)
+    assert success_table(res, ["m"], list(PAPER_BENCHMARKS), ["refine"]).splitlines()[2] == \
+        "| m | Refine | 25.0 | 50.0 | 75.0 | 100.0 | 62.5 |"
+    # three of the four benchmarks: no average, and the table says so with a dash
+    three = list(PAPER_BENCHMARKS[:3])
+    (rate,) = success_rates(res, ["m"], three, ["refine"])
+    assert rate["average"] is None and rate["average_over"] == three
+    assert success_table(res, ["m"], three, ["refine"]).splitlines()[2].endswith("| – |")
+
+
 def test_program_rule():
     prefix = "def add(a, b):\n    '''Add.'''\n"
     body = "```python\n    return a + b\n```"
@@ -115,8 +139,7 @@ def test_program_rule():
 def test_test_doubles():
     assert reply_for("empty", "x = 1") == ""
     assert "```python\nx = 1\n```" in reply_for("oracle", "x = 1")
-    rows = _expand({"task_id": "B::A"}, kind="oracle", canonical={"B::A": "x = 1"}, n=3,
-                   sample_column="sample_index", output_column="generated_text")
+    rows = double_rows({"task_id": "B::A"}, kind="oracle", canonical={"B::A": "x = 1"}, n=3)
     assert [r["sample_index"] for r in rows] == [0, 1, 2]
     assert all(r["generation_error"] == "" for r in rows)
     with pytest.raises(ValueError):
@@ -156,8 +179,12 @@ def test_store_recompute_and_table(tmp_path):
     md = table2(data["results"], ["m"], ["B"], ["refine", "explain_refine"], [1, 2])
     lines = md.splitlines()
     assert lines[0] == "| Model | Method | B pass@1 | B pass@2 |"
-    assert lines[2:] == ["| m | Init | 25.0 | 50.0 |", "|  | Refine | 100.0 | 100.0 |",
+    # rounds = 2, yet Table 2 shows round 1 (Refine 75.0, not round 2's 100.0): LeDex's
+    # Table 2 is one refinement per wrong sample; later rounds are its Figure 4 and are in
+    # the per-round table.
+    assert lines[2:] == ["| m | Init | 25.0 | 50.0 |", "|  | Refine | 75.0 | 100.0 |",
                          "|  | Expl+Refine | 25.0 | 50.0 |"]
+    assert "| m | Refine | 2 | 100.0 | 100.0 |" in (tmp_path / "recomputed.md").read_text()
     # another n on the same directory must not mix with these shards
     other = _cfg(tmp_path, n=3)
     other.benchmarks = cfg.benchmarks
@@ -183,3 +210,17 @@ def test_configs_load_and_validate():
     with pytest.raises(ValueError):
         ModelSpec("x", engine="vllm")  # no path
     assert slug("HumanEval+") == "HumanEval_plus"
+    paper = load_config(EvalConfig, REPO / "jobs" / "configs" / "eval-paper.yaml")
+    assert (paper.n, paper.rounds, paper.ks, paper.sampling.temperature) == (100, 3, [1, 10], 0.8)
+    assert [b.name for b in paper.benchmarks] == ["HumanEval", "MBPP", "HumanEval+", "MBPP+"]
+    assert paper.models[0].path == "codellama/CodeLlama-7b-hf"  # the base model, prompted
+
+
+def test_eval_sampling_section_refuses_n_and_seed():
+    from selfdebug.evaluate.config import EvalConfig
+    from selfdebug.llm.config import SamplingConfig
+
+    with pytest.raises(ValueError, match="top-level n"):
+        EvalConfig(sampling=SamplingConfig(n=5))
+    with pytest.raises(ValueError, match="refine_sampling"):
+        EvalConfig(refine_sampling=SamplingConfig(seed=1))

@@ -27,7 +27,7 @@ class FakeStage:
             raise Crash("killed")
         out = []
         for r in rows:
-            indices = [r["sample_index"]] if "sample_index" in r else range(cfg.n)
+            indices = [r["chain_index"]] if "chain_index" in r else range(cfg.n)
             for s in indices:
                 ok = (s + r["round"]) % 3 == 0
                 out.append(_record({**r, "sample_index": s, "generated_text": "t",

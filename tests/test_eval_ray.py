@@ -62,9 +62,15 @@ def _stamps(root):
 @pytest.mark.vllm
 @pytest.mark.timeout(600)
 def test_tiny_model_recompute_and_resume(ray_cluster, tiny_model_dir, shared_data, tmp_path,
-                                         capsys):
+                                         capsys, monkeypatch):
     from selfdebug.evaluate.cli import main
     from selfdebug.evaluate.report import table2
+    from selfdebug.llm.engine_pool import EnginePool
+
+    starts = []  # a spy around the real start: the model's engines start once per run
+    real_start = EnginePool.start.__func__
+    monkeypatch.setattr(EnginePool, "start", classmethod(
+        lambda cls, engine, **kw: starts.append(engine.model) or real_start(cls, engine, **kw)))
 
     cfg = EvalConfig(out_dir=str(tmp_path), n=2, rounds=2, ks=[1, 2], seed=3,
                      models=[ModelSpec("tiny", path=str(tiny_model_dir))],
@@ -79,6 +85,7 @@ def test_tiny_model_recompute_and_resume(ray_cluster, tiny_model_dir, shared_dat
     assert keys == {(b, m, r) for b in ("HumanEval", "MBPP", "HumanEval+")
                     for m, r in [("init", 0), ("refine", 1), ("refine", 2),
                                  ("explain_refine", 1), ("explain_refine", 2)]}
+    assert len(starts) == 1  # Init and both rounds on the same engines
     init = pq.read_table(tmp_path / "samples/tiny/HumanEval/init-r0.parquet").to_pylist()
     assert len(init) == 4 and any(r["generated_text"] for r in init)
     assert all("<|assistant|>" in r["rendered_prompt"] for r in init)
@@ -100,6 +107,7 @@ def test_tiny_model_recompute_and_resume(ray_cluster, tiny_model_dir, shared_dat
     print("\n".join(logs))
     stages = [line for line in logs if line.startswith("tiny:")]
     assert len(stages) == 1 and "round 2" in stages[0] and "'MBPP', 'explain_refine'" in stages[0]
+    assert len(starts) == 2
     after = _stamps(tmp_path)
     assert lost.is_file() and set(after) == set(before) | {lost.relative_to(tmp_path)}
     for path, stamp in before.items():

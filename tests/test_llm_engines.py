@@ -1,7 +1,8 @@
-"""vLLM on CPU inside Ray Data, and the teacher against a real OpenAI-compatible server.
+"""The ray.data.llm batch stage on CPU, and the teacher against a real OpenAI-compatible
+server (the engine pool has its own module, test_engine_pool.py).
 
-One engine start per kind: the Ray Data generator test starts one engine actor, the
-teacher tests share one `vllm.entrypoints.openai.api_server` subprocess (module fixture).
+One engine start per kind: the batch stage test starts one engine actor, the teacher
+tests share one `vllm.entrypoints.openai.api_server` subprocess (module fixture).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from selfdebug.llm.generate import EngineConfig, SamplingConfig, build_generator, sample_seed
+from selfdebug.llm.config import EngineConfig, SamplingConfig, sample_seed
+from selfdebug.llm.generate import batch_stage
 from selfdebug.llm.prompts import generate_messages, render_prompt
 from selfdebug.llm.teacher import Teacher, TeacherConfig, TeacherError, TeacherStage
 
@@ -44,7 +46,8 @@ def test_sampling_params_and_seeds():
 
 
 def test_cpu_engine_settings():
-    from selfdebug.llm.generate import engine_env, engine_kwargs, processor_config
+    from selfdebug.llm.config import engine_env, engine_kwargs
+    from selfdebug.llm.generate import processor_config
 
     eng = EngineConfig(model="/m", cpu=True, engine_kwargs={"max_num_seqs": 8})
     kw = engine_kwargs(eng)
@@ -58,52 +61,17 @@ def test_cpu_engine_settings():
     assert gpu["enforce_eager"] is False and gpu["gpu_memory_utilization"] == 0.9
 
 
-def test_expand_rejects_existing_sample_column_and_missing_prompt():
-    from selfdebug.llm.generate import _expand
+def test_expand_rows_rejects_existing_sample_column_and_missing_prompt():
+    from selfdebug.llm.generate import ExpandRows
 
-    sampling = SamplingConfig(n=2)
-    rows = _expand({"prompt": "problem", "r": "text", "model": "m"}, prompt_column="r",
-                   sample_column="sample_index", sampling=sampling)
+    expand = ExpandRows("unused-model", SamplingConfig(n=2))
+    rows = expand({"prompt": "text", "model": "m"})
     assert [r["sample_index"] for r in rows] == [0, 1]
     assert rows[0]["prompt"] == "text" and "model" not in rows[0]  # stashed, restored later
-    with pytest.raises(ValueError, match="refine_index"):
-        _expand({"r": "x", "sample_index": 0}, prompt_column="r",
-                sample_column="sample_index", sampling=sampling)
-    with pytest.raises(ValueError, match="rendered prompt"):
-        _expand({"r": ""}, prompt_column="r", sample_column="s", sampling=sampling)
-
-
-def test_generate_texts_groups_samples(monkeypatch):
-    import selfdebug.llm.generate as gen
-
-    class FakeDS:
-        def __init__(self, rows):
-            self.rows = rows
-
-        def take_all(self):
-            return self.rows
-
-    def fake_build(engine, sampling):
-        def run(ds):
-            rows = [dict(r, sample_index=k, generated_text=f"{r['prompt']}#{k}",
-                         generation_error="")
-                    for r in ds.take_all() for k in range(sampling.n)]
-            return FakeDS(rows[::-1])  # any order
-
-        return run
-
-    class FakeRayData:
-        @staticmethod
-        def from_items(items):
-            return FakeDS(items)
-
-    import ray
-
-    monkeypatch.setattr(gen, "build_generator", fake_build)
-    monkeypatch.setattr(ray, "data", FakeRayData, raising=False)
-    monkeypatch.setattr("selfdebug.ray_utils.init_ray", lambda *a, **k: None)
-    out = gen.generate_texts(EngineConfig(model="m", cpu=True), SamplingConfig(n=2), ["a", "b"])
-    assert out == [["a#0", "a#1"], ["b#0", "b#1"]]
+    with pytest.raises(ValueError, match="sample_index"):
+        expand({"prompt": "x", "sample_index": 0})
+    with pytest.raises(ValueError, match="neither"):
+        expand({"prompt": ""})
 
 
 # ---------------------------------------------------------------- Ray Data + vLLM
@@ -112,7 +80,7 @@ def test_generate_texts_groups_samples(monkeypatch):
 @pytest.mark.ray
 @pytest.mark.vllm
 @pytest.mark.timeout(300)
-def test_build_generator_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
+def test_batch_stage_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
     from transformers import AutoTokenizer
 
     ray = ray_cluster
@@ -120,23 +88,25 @@ def test_build_generator_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
     rows = []
     for i in range(4):
         problem = f"def f{i}(x):\n    '''Return x + {i}.'''\n"
-        rows.append({
-            "task_id": f"T/{i}",
-            "prompt": problem,  # the problem text: must survive (vLLM uses "prompt" too)
-            "model": "base",  # would be taken as a LoRA name if it reached the engine
-            "rendered": render_prompt(tok, generate_messages(problem)),
-        })
-    rows.append({"task_id": "T/long", "prompt": "p", "model": "base",
-                 "rendered": "a b c d " * 800})  # longer than max_model_len
+        row = {"task_id": f"T/{i}",
+               "prompt": problem,  # the problem text: must survive (vLLM uses "prompt" too)
+               "model": "base"}  # would be taken as a LoRA name if it reached the engine
+        # messages, rendered by the stage; or (messages null) a rendered prompt
+        row["messages"] = json.dumps(generate_messages(problem)) if i % 2 else None
+        if not i % 2:
+            row["prompt"] = render_prompt(tok, generate_messages(problem))
+        rows.append(row)
+    rows.append({"task_id": "T/long", "prompt": "a b c d " * 800, "model": "base",
+                 "messages": None})
+    rows.append({"task_id": "T/bad", "prompt": "p", "model": "base", "messages": "not json"})
     eng = EngineConfig(model=str(tiny_model_dir), max_model_len=512, batch_size=4)
-    gen = build_generator(eng, SamplingConfig(n=2, max_tokens=16, temperature=1.0, seed=7),
-                          prompt_column="rendered")
+    gen = batch_stage(eng, SamplingConfig(n=2, max_tokens=16, temperature=1.0, seed=7))
     t0 = time.time()
     out = gen(ray.data.from_items(rows)).take_all()
-    print(f"generator: {len(out)} rows in {time.time() - t0:.1f} s (engine start included)")
+    print(f"batch stage: {len(out)} rows in {time.time() - t0:.1f} s (engine start included)")
 
-    assert len(out) == 2 * len(rows)
     by_key = {(r["task_id"], r["sample_index"]): r for r in out}
+    assert len(out) == 2 * len(rows)
     assert set(by_key) == {(r["task_id"], k) for r in rows for k in (0, 1)}
     for src in rows:
         for k in (0, 1):
@@ -145,68 +115,14 @@ def test_build_generator_on_ray_with_vllm_cpu(ray_cluster, tiny_model_dir):
                 assert r[col] == value, col
             assert set(r) == set(src) | {"sample_index", "generated_text",
                                          "num_generated_tokens", "generation_error"}
-            if src["task_id"] == "T/long":
+            if src["task_id"] in ("T/long", "T/bad"):
                 assert r["generation_error"] and r["generated_text"] == ""
             else:
                 assert r["generation_error"] == ""
                 assert r["generated_text"] and 0 < r["num_generated_tokens"] <= 16
+    assert "JSONDecodeError" in by_key[("T/bad", 0)]["generation_error"]
     # Two samples of one prompt differ (own seeds).
     assert by_key[("T/0", 0)]["generated_text"] != by_key[("T/0", 1)]["generated_text"]
-
-
-
-@pytest.mark.ray
-@pytest.mark.vllm
-@pytest.mark.timeout(420)
-def test_engine_pool_shared_by_two_operators_and_restarted_engine(ray_cluster, tiny_model_dir):
-    """One engine serves two Ray Data operators at once (synth's sampling and refinement);
-    rows keep their columns, a too-long prompt is an error row. A killed engine is
-    restarted by Ray and the call it had in flight runs again: nothing is lost."""
-    from selfdebug.llm.engine_pool import (
-        REFINE_PRIORITY,
-        SAMPLE_PRIORITY,
-        build_pool_generator,
-        start_engines,
-    )
-
-    ray = ray_cluster
-    eng = EngineConfig(model=str(tiny_model_dir), max_model_len=512, batch_size=4)
-    [engine] = start_engines(eng)
-    assert ray.get(engine.ready.remote(), timeout=300)
-    cols = dict(prompt_column="p", sample_column="k", output_column="text",
-                tokens_column="tokens", error_column="err")
-    sample = build_pool_generator([engine], eng, SamplingConfig(n=2, max_tokens=16, seed=3),
-                                  priority=SAMPLE_PRIORITY, **cols)
-    refine = build_pool_generator([engine], eng, SamplingConfig(n=1, max_tokens=16, seed=4),
-                                  priority=REFINE_PRIORITY, chat=True, **cols)
-    rows = [{"id": i, "stage": "s", "p": f"def f{i}(x):\n", "prompt": "kept"} for i in range(6)]
-    rows.append({"id": 99, "stage": "s", "p": "a b c d " * 800, "prompt": "kept"})
-    # chat=True: messages as JSON, rendered by the engine with the model's chat template
-    fixes = [{**r, "stage": "r", "p": json.dumps(generate_messages(r["p"]))} for r in rows[:6]]
-    fixes.append({"id": 98, "stage": "r", "p": "not json", "prompt": "kept"})  # cannot render
-    out = sample(ray.data.from_items(rows)).union(refine(ray.data.from_items(fixes))).take_all()
-    got = {(r["stage"], r["id"], r["k"]): r for r in out}
-    assert set(got) == ({("s", r["id"], k) for r in rows for k in (0, 1)}
-                        | {("r", r["id"], 0) for r in fixes})
-    for (_, i, _), r in got.items():
-        assert r["prompt"] == "kept" and set(r) == {"id", "stage", "p", "prompt", "k", "text",
-                                                    "tokens", "err"}
-        if i in (98, 99):  # too long; not messages: error rows, the rest unaffected
-            assert r["err"] and r["text"] == "" and r["tokens"] == 0
-        else:
-            assert r["err"] == "" and r["text"] and 0 < r["tokens"] <= 16
-    assert got[("s", 0, 0)]["text"] != got[("s", 0, 1)]["text"]  # own seeds
-
-    # A call in flight when the engine dies: Ray restarts the actor and runs it again.
-    prompts = [f"def g{i}(x):\n" for i in range(64)]
-    params = [{"max_tokens": 64, "temperature": 1.0, "seed": i, "ignore_eos": True}
-              for i in range(64)]
-    ref = engine.generate.remote(prompts, params, SAMPLE_PRIORITY)
-    time.sleep(0.5)
-    ray.kill(engine, no_restart=False)
-    results = ray.get(ref, timeout=300)
-    assert [(err, tokens) for _, tokens, err in results] == [("", 64)] * 64
-    ray.kill(engine)
 
 
 # ---------------------------------------------------------------- teacher
@@ -291,12 +207,12 @@ def test_teacher_chat_against_vllm_server(vllm_server):
 @pytest.mark.vllm
 @pytest.mark.timeout(300)
 def test_teacher_stage_in_ray_data(ray_cluster, vllm_server):
-    from selfdebug.llm.teacher import build_teacher_generator
+    from selfdebug.llm.teacher import teacher_stage
 
     ray = ray_cluster
     rows = [{"task_id": f"T/{i}", "messages": json.dumps(_conversation(i))} for i in range(3)]
     cfg = TeacherConfig(base_url=vllm_server, model="tiny", max_tokens=8, n=2)
-    out = build_teacher_generator(cfg, batch_size=2)(ray.data.from_items(rows)).take_all()
+    out = teacher_stage(cfg, batch_size=2)(ray.data.from_items(rows)).take_all()
     assert sorted((r["task_id"], r["sample_index"]) for r in out) == [
         (f"T/{i}", k) for i in range(3) for k in (0, 1)]
     for r in out:

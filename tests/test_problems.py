@@ -39,11 +39,37 @@ def test_mbpp_full_and_splits(shared_data):
     by_id = {p.task_id: p for p in problems}
     assert by_id["Mbpp/912"].entry_point == "lobb_num"  # not the builtin int() around it
     assert by_id["Mbpp/367"].tests.setup.startswith("root = Node(1)")
-    assert "Your code should pass this test" in by_id["Mbpp/2"].prompt
+    # the prompt shows every test of test_list, and those are the tests it is judged on
+    m2 = by_id["Mbpp/2"]
+    assert "Your code should pass these tests" in m2.prompt
+    assert all(t.strip() in m2.prompt for t in m2.tests.asserts) and len(m2.tests.asserts) == 3
     sizes = {s: len(load_problems(shared_data / "mbpp.jsonl", split=s)) for s in MBPP_SPLITS}
     assert sizes == {"prompt": 10, "test": 500, "validation": 90, "train": 374}
     with pytest.raises(ValueError, match="unknown MBPP split"):
         load_problems(shared_data / "mbpp.jsonl", split="dev")
+
+
+def test_mbpp_challenge_tests_are_opt_in(shared_data):
+    with_challenge = [p for p in load_problems(shared_data / "mbpp.jsonl", challenge=True)
+                      if len(p.tests.asserts) > 3]
+    assert with_challenge  # some MBPP tasks have challenge tests
+    plain = {p.task_id: p for p in load_problems(shared_data / "mbpp.jsonl")}
+    for p in with_challenge:
+        base = plain[p.task_id]
+        assert len(base.tests.asserts) == 3 and p.tests.asserts[:3] == base.tests.asserts
+        assert p.prompt == base.prompt  # challenge tests are never shown
+
+
+def test_split_of_a_single_split_file_must_match_its_name(shared_data, tmp_path):
+    apps = shared_data / "apps_test_mapcoder_subset.jsonl"
+    assert len(load_problems(apps, split="test")) == 128
+    with pytest.raises(ValueError, match=r"holds one split and its name does not say 'train'"):
+        load_problems(apps, split="train")
+    cc = shared_data / "codecontests_graph_sample200.jsonl"
+    with pytest.raises(ValueError, match="'valid'"):
+        load_problems(cc, split="valid")
+    (tmp_path / "cc_valid.jsonl").write_text(cc.read_text())
+    assert len(load_problems(tmp_path / "cc_valid.jsonl", split="valid")) == 200
 
 
 def test_mbpp_sanitized_evalplus_codecontests_apps(shared_data):
@@ -115,15 +141,25 @@ def test_hugging_face_names_go_through_datasets(monkeypatch, shared_data):
     import sys
     import types
 
-    rows = [json.loads(line) for line in open(shared_data / "mbpp.jsonl")][:12]
+    rows = [json.loads(line) for line in open(shared_data / "mbpp.jsonl")]
+    hub = {"prompt": rows[:10], "test": rows[10:510], "train": rows[600:]}
     calls = []
 
     def load_dataset(name, config=None, split=None):
         calls.append((name, config, split))
-        return {"train": rows[:6], "test": rows[6:]}
+        return hub[split] if split else dict(hub)
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     problems = load_problems("mbpp", split="prompt")
-    assert calls == [("google-research-datasets/mbpp", "full", None)]
+    assert calls == [("google-research-datasets/mbpp", "full", "prompt")]  # only that split
     assert [p.task_id for p in problems] == [f"Mbpp/{i}" for i in range(1, 11)]
-    assert load_problems("hf:some/other-dataset")[0].source == "mbpp"
+    assert load_problems("hf:some/other-dataset", split="train")[0].source == "mbpp"
+    # several splits and none chosen: an error naming them, never all splits joined
+    with pytest.raises(ValueError, match=r"hf:codeparrot/apps has splits \['prompt', 'test', "
+                                         r"'train'\]; choose one"):
+        load_problems("apps")
+    # a dataset with one split needs no choice; a name in the table uses its default split
+    hub = {"test": rows[:3]}
+    assert len(load_problems("hf:one/split")) == 3
+    load_problems("humanevalplus")
+    assert calls[-1] == ("evalplus/humanevalplus", None, "test")

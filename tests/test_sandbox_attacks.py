@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from selfdebug.sandbox.forkserver import preserved_tmp_entries
+from selfdebug.sandbox.isolation import preserved_tmp_entries
 from selfdebug.sandbox.judge import Judge, SandboxConfig
 from selfdebug.schema import Problem, TestSuite
 
@@ -259,11 +259,11 @@ def test_degraded_isolation_still_contains_the_worst(env, tmp_path):
 
 
 def test_no_isolation_is_refused_unless_asked(monkeypatch):
-    from selfdebug.sandbox import forkserver
+    from selfdebug.sandbox import isolation
 
-    monkeypatch.setattr(forkserver, "_bwrap_works", lambda: False)
-    monkeypatch.setattr(forkserver, "_seccomp_available", lambda: False)
-    monkeypatch.setattr(forkserver.os, "getuid", lambda: 1000)
-    with pytest.raises(forkserver.SandboxUnavailable, match="refusing to run untrusted code"):
-        forkserver.detect_isolation("auto")
-    assert forkserver.detect_isolation("none").level == "rlimits+no-new-privs"
+    monkeypatch.setattr(isolation, "_bwrap_works", lambda: False)
+    monkeypatch.setattr(isolation, "_seccomp_available", lambda: False)
+    monkeypatch.setattr(isolation.os, "getuid", lambda: 1000)
+    with pytest.raises(isolation.SandboxUnavailable, match="refusing to run untrusted code"):
+        isolation.detect_isolation("auto")
+    assert isolation.detect_isolation("none").level == "rlimits+no-new-privs"

@@ -39,14 +39,16 @@ def test_dedupe_keeps_lowest_index_and_counts():
 
 def test_refine_requests_and_debug_record_columns():
     wrong = _sample(2, "def f(x):\n    return 0")
-    reqs = R.refine_requests(wrong, modes=["refine", "explain_refine"], model=None)
+    reqs = R.refine_requests(wrong, modes=["refine", "explain_refine"])
     assert [r["mode"] for r in reqs] == ["refine", "explain_refine"]
-    assert json.loads(reqs[1]["refine_request"])[-1]["role"] == "user"
-    assert R.refine_requests({**wrong, "status": "passed"}, modes=["refine"], model=None) == []
-    assert R.refine_requests({**wrong, "generation_error": "x"}, modes=["refine"], model=None) == []
-    row = {**reqs[1], "attempt": 1, "reply": "Off by one.\n```python\ndef f(x):\n    return x\n```",
-           "refine_tokens": 7, "refine_error": ""}
+    assert json.loads(reqs[1]["messages"])[-1]["role"] == "user"
+    assert R.refine_requests({**wrong, "status": "passed"}, modes=["refine"]) == []
+    assert R.refine_requests({**wrong, "generation_error": "x"}, modes=["refine"]) == []
+    # the generation stage's columns: sample_index = the attempt
+    row = {**reqs[1], "sample_index": 1, "num_generated_tokens": 7, "generation_error": "",
+           "generated_text": "Off by one.\n```python\ndef f(x):\n    return x\n```"}
     row = R.extract_refinement(row)
+    assert (row["attempt"], row["sample_index"], row["refine_tokens"]) == (1, 2, 7)
     assert row["explanation"] == "Off by one." and row["refined_code"].startswith("def f")
     row.update(refined_status="passed", refined_passed=3, refined_total=3, refined_feedback="")
     rec = R.debug_record(row, sample_model="m", refine_model="t", sampling_params="{}",
@@ -112,3 +114,26 @@ def test_one_engine_pool_only_for_self_refinement_with_the_same_model():
     assert not shares_engines(SynthConfig(share_engines=False))
     assert not shares_engines(SynthConfig(refiner="teacher",
                                           teacher=TeacherConfig(base_url="http://x", model="t")))
+
+
+def test_settings_the_run_would_ignore_are_errors():
+    from selfdebug.llm.config import EngineSection
+    from selfdebug.llm.teacher import TeacherConfig
+
+    with pytest.raises(ValueError, match="refine_engine"):
+        SynthConfig(refine_engine=EngineSection(num_replicas=2)).validate()
+    SynthConfig(refine_engine=EngineSection(num_replicas=2), share_engines=False).validate()
+    SynthConfig(refine_engine=EngineSection(num_replicas=2), refine_model="other").validate()
+    with pytest.raises(ValueError, match="teacher"):
+        SynthConfig(teacher=TeacherConfig()).validate()
+    with pytest.raises(ValueError, match="sampler_api"):
+        SynthConfig(sampler_api=TeacherConfig()).validate()
+
+
+def test_one_model_resolver(tmp_path, monkeypatch):
+    from selfdebug.config import resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    assert resolve_model("m") == str(tmp_path / "m")  # local dir: absolute
+    assert resolve_model("org/name") == "org/name"  # a hub name: unchanged

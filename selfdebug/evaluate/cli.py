@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from selfdebug.config import ConfigError, add_config_arguments, load_job_config
+from selfdebug.errors import check_output_dir, note_log, report_expected
 from selfdebug.evaluate.config import EvalConfig
 
 
@@ -49,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is None:
         return 2
     try:
+        check_output_dir(cfg.out_dir, "out_dir")  # before any model or cluster starts
+        note_log("eval", cfg.out_dir)
         data = run_eval(cfg, log=lambda s: print(s, flush=True))
     except (FingerprintMismatch, FileNotFoundError, ValueError) as e:
-        print(f"selfdebug eval: error: {e}", file=sys.stderr)
-        return 2
+        return report_expected("selfdebug eval", e)
     print(table2(data["results"], data["models"], data["benchmarks"], data["modes"], data["ks"]))
     return 0
 

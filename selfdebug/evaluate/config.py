@@ -6,10 +6,10 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from selfdebug.config import SandboxSection
-from selfdebug.llm.generate import EngineSection
+from selfdebug.llm.config import EngineSection, SamplingConfig
+from selfdebug.problems.shots import FewShotConfig
 
 MODES = ("refine", "explain_refine")  # the two refinement chains (LeDex §4)
 ENGINES = ("vllm", "oracle", "empty")  # oracle / empty: test doubles, see oracle.py
@@ -38,14 +38,9 @@ class BenchmarkSpec:
     limit: int = 0  # first N tasks (0 = all)
     task_ids: list[str] = field(default_factory=list)  # explicit subset (after split/limit)
     plus: bool = True  # EvalPlus: base + plus inputs (False = base inputs only)
-
-
-@dataclass
-class SamplingSettings:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
-    stop: list[str] = field(default_factory=list)
+    challenge: bool = False  # MBPP: also challenge_test_list (reported numbers use test_list)
+    date_from: str = ""  # LiveCodeBench release-date window, YYYY-MM-DD inclusive ("" = open)
+    date_to: str = ""
 
 
 @dataclass
@@ -60,8 +55,13 @@ class EvalConfig:
     rounds: int = 3  # refinement rounds per chain (paper: 3)
     ks: list[int] = field(default_factory=lambda: [1, 10])
     modes: list[str] = field(default_factory=lambda: list(MODES))
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)  # initial samples
-    refine_sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # Init prompts of models without a chat template (base models): k shots from a prompt
+    # split, as LeDex prompts its base models (3-shot); k = 0: none
+    few_shot: FewShotConfig = field(default_factory=FewShotConfig)
+    # The `sampling` section of every job (llm.config.SamplingConfig); here its n and seed
+    # come from the top-level `n` and `seed` (and refine_seeded), so they must stay unset.
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # initial samples
+    refine_sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # Refinements are one request per wrong sample. Seeded requests are deterministic per
     # prompt, so identical wrong programs of a task would all get the *same* refinement
     # (correlated samples bias pass@k>1). Default: unseeded, independent draws.
@@ -79,11 +79,18 @@ class EvalConfig:
     fit_resources: bool = True  # scale actor CPUs to the cluster joined (selfdebug.resources)
 
     def __post_init__(self):
+        self.few_shot.validate()
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise ValueError(f"unknown mode(s) {bad}; choose from {MODES}")
         if self.n < 1 or self.rounds < 0:
             raise ValueError("n must be ≥ 1 and rounds ≥ 0")
+        for key in ("sampling", "refine_sampling"):
+            section = getattr(self, key)
+            if section.n != 1 or section.seed is not None:
+                raise ValueError(f"{key}.n / {key}.seed would be ignored: evaluation takes "
+                                 "the top-level n (samples per task) and seed "
+                                 "(+ refine_seeded)")
         for what, names in (("model", [m.name for m in self.models]),
                             ("benchmark", [b.name for b in self.benchmarks])):
             dup = {x for x in names if names.count(x) > 1}
@@ -103,24 +110,26 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", s)
 
 
+def _settings(sampling: SamplingConfig) -> dict:
+    """A sampling section without n and seed (fixed here; also the hash of results written
+    before the section was the shared SamplingConfig)."""
+    return {k: v for k, v in asdict(sampling).items() if k not in ("n", "seed")}
+
+
 def unit_fingerprint(cfg: EvalConfig, model: str, benchmark: str, mode: str) -> str:
     """Hash of every setting that changes a (model, benchmark, mode) shard's content.
 
     ``rounds`` is left out on purpose: raising it continues the existing chains.
     """
-    stage = asdict(cfg.sampling) if mode == "init" else {
-        **asdict(cfg.refine_sampling), "refine_seeded": cfg.refine_seeded}
-    blob = {"model": asdict(cfg.model(model)), "benchmark": asdict(cfg.benchmark(benchmark)),
+    stage = _settings(cfg.sampling) if mode == "init" else {
+        **_settings(cfg.refine_sampling), "refine_seeded": cfg.refine_seeded}
+    # benchmark options left at their defaults are left out: results written before the
+    # option existed keep their fingerprint
+    bench = {k: v for k, v in asdict(cfg.benchmark(benchmark)).items()
+             if k not in ("challenge", "date_from", "date_to") or v}
+    blob = {"model": asdict(cfg.model(model)), "benchmark": bench,
             "n": cfg.n, "seed": cfg.seed, "mode": mode, "sampling": stage,
-            "init_sampling": asdict(cfg.sampling)}
+            "init_sampling": _settings(cfg.sampling)}
+    if cfg.few_shot.k:  # the Init prompts carry shots (absent: earlier results stay valid)
+        blob["few_shot"] = asdict(cfg.few_shot)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def resolve_model_path(path: str) -> str:
-    """``tiny`` → the tiny local Llama (built once under .cache/); local dirs made absolute."""
-    if path == "tiny":
-        from selfdebug.llm.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(Path(__file__).resolve().parents[2] / ".cache" / "tiny-model"))
-    p = Path(path).expanduser()
-    return str(p.resolve()) if p.exists() else path

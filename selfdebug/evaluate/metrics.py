@@ -91,9 +91,32 @@ def compute_metrics(rows: Iterable[dict], models: Sequence[str], benchmarks: Seq
     return results
 
 
-def final_rows(results: list[dict], modes: Sequence[str]) -> list[dict]:
-    """Init plus the last available round of each mode, per (model, benchmark)."""
-    last: dict[tuple, dict] = {}
-    for r in results:
-        last[(r["model"], r["benchmark"], r["mode"])] = r  # rounds come in increasing order
-    return list(last.values())
+# LeDex Table 2 reports one refinement per wrong sample (round 1); rounds 2-3 are its
+# Figure 4. Its success refinement rate is also averaged over these four benchmarks.
+TABLE2_ROUND = 1
+PAPER_BENCHMARKS = ("HumanEval", "MBPP", "HumanEval+", "MBPP+")
+
+
+def rows_at_round(results: list[dict], rnd: int = TABLE2_ROUND) -> list[dict]:
+    """Init plus round ``rnd`` of each mode (absent where that round was not run)."""
+    return [r for r in results if r["mode"] == "init" or r["round"] == rnd]
+
+
+def success_rates(results: list[dict], models: Sequence[str], benchmarks: Sequence[str],
+                  modes: Sequence[str], rnd: int = TABLE2_ROUND) -> list[dict]:
+    """Per (model, mode): the success refinement rate after round ``rnd`` on each benchmark
+    (None: not run, or nothing was wrong) and its unweighted mean over the paper's four
+    benchmarks, computed only when all four have a rate (``average`` None otherwise, with
+    ``average_over`` naming the benchmarks that had one)."""
+    idx = {(r["model"], r["benchmark"], r["mode"], r["round"]): r for r in results}
+    out = []
+    for model in models:
+        for mode in modes:
+            rates = {b: (idx.get((model, b, mode, rnd)) or {}).get("refine_rate")
+                     for b in benchmarks}
+            have = [b for b in PAPER_BENCHMARKS if rates.get(b) is not None]
+            avg = (sum(rates[b] for b in have) / len(have)
+                   if len(have) == len(PAPER_BENCHMARKS) else None)
+            out.append({"model": model, "mode": mode, "round": rnd, "rates": rates,
+                        "average": avg, "average_over": have})
+    return out

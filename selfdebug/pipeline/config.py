@@ -184,11 +184,21 @@ def fingerprint(step: Step, upstream: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _fields(kind: str) -> set[str]:
+    from dataclasses import fields
+
+    return {f.name for f in fields(load(KINDS[kind][0]))}
+
+
 def plan(cfg: PipelineConfig) -> list[Step]:
     """The steps of ``cfg`` in order, each with its wired config."""
     run = Path(cfg.run_dir) if "://" in cfg.run_dir else Path(cfg.run_dir).resolve()
     steps: list[Step] = []
-    common = {"ray_address": cfg.ray_address, "stall_timeout_s": cfg.stall_timeout_s}
+    shared = {"ray_address": cfg.ray_address, "stall_timeout_s": cfg.stall_timeout_s}
+
+    def common_for(kind: str) -> dict:  # only the keys that stage's config has
+        return {k: v for k, v in shared.items() if k in _fields(kind)}
+
     model, model_step, sft_models, data_dirs = cfg.model, [], [], []
     rounds = cfg.rounds if {"synth", "sft"} & set(cfg.stages) else 1
     for k in range(1, rounds + 1):
@@ -197,7 +207,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
             sid = f"r{k}-synth"
             synth_out = str(run / sid / "out")
             data = _merge(section(cfg, "synth"), {
-                **common, "name": sid, "model": model, "out_dir": synth_out,
+                **common_for("synth"), "name": sid, "model": model, "out_dir": synth_out,
                 "seed": cfg.seed + k - 1, "overwrite": False})
             steps.append(Step(sid, "synth", k, data, {"data_dir": synth_out}, model_step))
             data_dirs.append(synth_out)
@@ -212,7 +222,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
                 sft.pop("fixture_problems", None)
                 sft.pop("mbpp_path", None)
             data = _merge(sft, {
-                **common, "name": "sft", "model": model, "seed": cfg.seed,
+                **common_for("sft"), "name": "sft", "model": model, "seed": cfg.seed,
                 "data_dirs": data_dirs, "storage_path": str(out / "checkpoints"),
                 "out_dir": str(out / "model"), "log_dir": str(out / "logs")})
             after = model_step + ([f"r{k}-synth"] if synth_out else [])
@@ -223,7 +233,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
     if "rl" in cfg.stages:
         out = run / "rl"
         data = _merge(section(cfg, "rl"), {
-            **common, "name": "rl", "model": model, "seed": cfg.seed, "data_dirs": data_dirs,
+            **common_for("rl"), "name": "rl", "model": model, "seed": cfg.seed, "data_dirs": data_dirs,
             "storage_path": str(out / "checkpoints"), _out_key("rl"): str(out / "model"),
             "log_dir": str(out / "logs")})
         steps.append(Step("rl", "rl", rounds, data, {"model": str(out / "model")},
@@ -236,7 +246,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
         if "rl" in cfg.stages:
             models.append({"name": "SFT+RL" if sft_models else "RL", "path": model})
         data = _merge(section(cfg, "eval"), {
-            **common, "name": "eval", "seed": cfg.seed, "models": models,
+            **common_for("eval"), "name": "eval", "seed": cfg.seed, "models": models,
             "out_dir": str(run / "eval" / "out")})
         after = [s for _, _, s in picked] + (["rl"] if "rl" in cfg.stages else [])
         steps.append(Step("eval", "eval", rounds, data,
@@ -247,10 +257,7 @@ def plan(cfg: PipelineConfig) -> list[Step]:
 def _out_key(kind: str) -> str:
     """The job's output key: ``out_dir`` (the config vocabulary), ``output_dir`` where a
     job config still has that name."""
-    from dataclasses import fields
-
-    names = {f.name for f in fields(load(KINDS[kind][0]))}
-    return "out_dir" if "out_dir" in names else "output_dir"
+    return "out_dir" if "out_dir" in _fields(kind) else "output_dir"
 
 
 def to_dict(cfg: PipelineConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 import re
 import warnings
 
+from selfdebug.problems.evalplus_inputs import mbpp_deserialize_inputs
 from selfdebug.schema import Problem, TestSuite
 
 # MBPP's standard splits (Austin et al. 2021) by task id.
@@ -83,16 +84,22 @@ def _entry_from_asserts(asserts: list[str], code: str = "") -> str:
     return fallback
 
 
-def _mbpp_prompt(text: str, first_test: str) -> str:
-    return f"{text.strip()}\nYour code should pass this test:\n{first_test.strip()}\n"
+def _mbpp_prompt(text: str, tests: list[str]) -> str:
+    # As in Austin et al. (2021) and the usual MBPP prompts: the task and all of its tests
+    shown = "\n".join(t.strip() for t in tests)
+    return f"{text.strip()}\nYour code should pass these tests:\n{shown}\n"
 
 
-def mbpp(rec: dict) -> Problem:
-    tests = [t for t in rec["test_list"]] + list(rec.get("challenge_test_list") or [])
+def mbpp(rec: dict, challenge: bool = False) -> Problem:
+    """MBPP (full): judged on ``test_list``; ``challenge`` adds ``challenge_test_list`` (the
+    harder hidden tests, opt-in: the benchmark's reported numbers use test_list only)."""
+    tests = list(rec["test_list"])
+    if challenge:
+        tests += list(rec.get("challenge_test_list") or [])
     code = rec["code"].replace("\r\n", "\n")
     return Problem(
         task_id=f"Mbpp/{rec['task_id']}",
-        prompt=_mbpp_prompt(rec["text"], rec["test_list"][0]),
+        prompt=_mbpp_prompt(rec["text"], rec["test_list"]),
         entry_point=_entry_from_asserts(rec["test_list"], code),
         canonical_solution=code,
         tests=TestSuite(kind="assert", asserts=[t.strip() for t in tests],
@@ -104,7 +111,7 @@ def mbpp(rec: dict) -> Problem:
 def mbpp_sanitized(rec: dict) -> Problem:
     return Problem(
         task_id=f"Mbpp/{rec['task_id']}",
-        prompt=_mbpp_prompt(rec["prompt"], rec["test_list"][0]),
+        prompt=_mbpp_prompt(rec["prompt"], rec["test_list"]),
         entry_point=_entry_from_asserts(rec["test_list"], rec["code"]),
         canonical_solution=rec["code"],
         tests=TestSuite(kind="assert", asserts=[t.strip() for t in rec["test_list"]],
@@ -122,6 +129,9 @@ def evalplus(rec: dict, plus: bool = True) -> Problem:
     base = _json_field(rec["base_input"])
     extra = _json_field(rec.get("plus_input") or []) if plus else []
     is_mbpp = rec["task_id"].startswith("Mbpp/")
+    if is_mbpp:  # tuples, sets and complex numbers that JSON stored as lists and strings
+        base = mbpp_deserialize_inputs(rec["task_id"], base)
+        extra = mbpp_deserialize_inputs(rec["task_id"], extra)
     prompt = rec["prompt"]
     canonical = rec["canonical_solution"] if is_mbpp else prompt + rec["canonical_solution"]
     return Problem(
@@ -224,6 +234,10 @@ def apps_mapcoder(rec: dict) -> Problem:
 def detect(rec: dict) -> str:
     """Name of the format a record is in (or raise FormatError)."""
     keys = set(rec)
+    if {"question_content", "public_test_cases", "private_test_cases", "contest_date"} <= keys:
+        return "livecodebench"
+    if {"task_id", "declaration", "buggy_solution", "entry_point", "test"} <= keys:
+        return "humanevalfix"
     if {"task_id", "prompt", "entry_point", "canonical_solution"} <= keys and (
             "base_input" in keys or "plus_input" in keys):
         return "evalplus"
@@ -245,7 +259,9 @@ def detect(rec: dict) -> str:
         f"unrecognised record with keys {sorted(keys)}; expected HumanEval (task_id, prompt, "
         "entry_point, canonical_solution, test), MBPP (text, code, test_list), sanitized MBPP "
         "(prompt, code, test_list), EvalPlus (… base_input, plus_input), CodeContests "
-        "(description + tests or public_tests/private_tests) or APPS (question, input_output)")
+        "(description + tests or public_tests/private_tests), APPS (question, input_output), "
+        "LiveCodeBench (question_content, public_test_cases, private_test_cases, contest_date) "
+        "or HumanEvalFix (task_id, declaration, buggy_solution, entry_point, test)")
 
 
 PARSERS = {
@@ -258,3 +274,13 @@ PARSERS = {
     "apps": apps,
     "apps_mapcoder": apps_mapcoder,
 }
+
+
+def _register_repair_formats() -> None:
+    # repair.py builds on this module's helpers, so its parsers join the table here
+    from selfdebug.problems.repair import humanevalfix, livecodebench
+
+    PARSERS.update(livecodebench=livecodebench, humanevalfix=humanevalfix)
+
+
+_register_repair_formats()

@@ -10,8 +10,6 @@ import numpy as np
 from selfdebug.sandbox.judge import SandboxConfig
 from selfdebug.sandbox.pool import SandboxPool
 
-RESULT_COLUMNS = ("status", "passed", "total", "feedback", "runtime", "outcomes")
-
 
 class SandboxActor:
     """Callable class for ``Dataset.map_batches``; also usable as ``ray.remote(SandboxActor)``.
@@ -27,6 +25,7 @@ class SandboxActor:
 
         if isinstance(problems, ray.ObjectRef):
             problems = ray.get(problems)
+        problems = problems or {}
         if isinstance(config, dict):
             config = SandboxConfig(**config)
         self.pool = SandboxPool(problems, config, workers)
@@ -46,6 +45,15 @@ class SandboxActor:
 
     def run_rows(self, rows: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.pool.run_many(rows)]
+
+    def judge_rows(self, rows: list[dict]) -> list[dict[str, Any]]:
+        """Rows as ``SandboxPool.judge_rows`` takes them (task_id or an ad-hoc problem)."""
+        return self.pool.judge_rows(rows)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
 
     def isolation(self) -> str:
         return self.pool.isolation

@@ -1,6 +1,7 @@
-"""What runs inside one forked child: lock-down, then the candidate (stdlib only).
+"""What runs inside one worker (a fork of the pristine zygote): its own private writable
+places, lock-down, then the candidate (stdlib only).
 
-Imported by path from server.py inside the sandbox, so it must not import selfdebug.
+Imported by path from zygote.py inside the sandbox, so it must not import selfdebug.
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ except Exception:  # noqa: BLE001  (ImportError, or OSError when libseccomp is m
 
 FILENAME = "solution.py"
 CLONE_THREAD = 0x00010000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def set_dumpable(on: bool) -> None:
+    _libc.prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0)
+
+
+def die_with_parent() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # SIGKILL when the parent goes
 
 _DENIED = (
     "fork vfork execve execveat socket socketpair connect bind listen accept accept4 "
@@ -39,6 +50,10 @@ _DENIED = (
     "perf_event_open userfaultfd pidfd_open pidfd_getfd pidfd_send_signal keyctl add_key "
     "request_key iopl ioperm swapon swapoff syslog acct settimeofday clock_settime "
     "sethostname setdomainname mknod mknodat io_uring_setup "
+    # nothing shared with a later sample: SysV and POSIX IPC (the IPC namespace is private
+    # too where namespaces exist; this covers the degraded mode)
+    "shmget shmat shmctl shmdt msgget msgsnd msgrcv msgctl semget semop semtimedop semctl "
+    "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr "
     # no signals to anyone: the filter is compiled once, before any child's pid is known
     "kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo"
 ).split()
@@ -64,6 +79,9 @@ def compile_seccomp() -> bytes | None:
     # Threads are fine (they die with the process group); new processes are not.
     f.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # glibc falls back to clone
+    # prlimit on another process (the zygote: same uid) would change what later samples
+    # run under; on itself (pid 0, which glibc's setrlimit uses) it is harmless.
+    f.add_rule(eperm, "prlimit64", seccomp.Arg(0, seccomp.NE, 0))
     fd = os.memfd_create("bpf", 0)
     with os.fdopen(fd, "w+b") as out:
         f.export_bpf(out)
@@ -163,6 +181,83 @@ def compile_program(code: str):
     return compile(code, FILENAME, "exec", dont_inherit=True)
 
 
+# ----------------------------------------------------------------- worker set-up
+def _mount(src, target: str, fstype, flags: int, data) -> None:
+    def enc(v):
+        return v.encode() if isinstance(v, str) else v
+
+    if _libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def drop_capabilities() -> None:
+    """The zygote holds CAP_SYS_ADMIN inside the sandbox's namespaces (to mount each
+    sample's fresh /tmp); a worker gives up every capability before anything else."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+class PrivateTmp:
+    """A fresh, size-limited tmpfs on /tmp for every worker, mounted by the zygote before
+    the fork (the previous one detached: it goes when its last user has gone). Nothing a
+    sample writes reaches a later one, and there is no wipe that could miss a mode-000
+    directory or read a planted file name into anyone's memory. ``keep``: top-level /tmp
+    entries that are bind mounts of the interpreter (a CI checkout under /tmp), bound again
+    on every new /tmp."""
+
+    def __init__(self, size_bytes: int, keep: list[str]):
+        self.size = size_bytes
+        self.held = {name: os.open(os.path.join("/tmp", name), os.O_PATH) for name in keep}
+        self.mounted = False
+
+    def renew(self) -> None:
+        if self.mounted and _libc.umount2(b"/tmp", 2) != 0:  # MNT_DETACH
+            raise OSError(ctypes.get_errno(), "umount /tmp")
+        self.mounted = False
+        flags = MS_NOSUID | MS_NODEV
+        _mount("tmpfs", "/tmp", "tmpfs", flags, f"size={self.size},nr_inodes=16384,mode=1777")
+        self.mounted = True
+        for name, fd in self.held.items():
+            target = os.path.join("/tmp", name)
+            os.mkdir(target)
+            _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC, None)
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags, None)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def worker_main(spawn: dict, fds: list[int], cfg: dict) -> None:
+    """Runs in a fresh fork of the zygote. ``fds``: [the sample's request (a memfd the
+    trusted side wrote), the result channel, then the follow-up request pipe (call mode) or
+    the stdout file (io mode)]."""
+    die_with_parent()
+    if cfg.get("private_tmp"):
+        drop_capabilities()
+    init_fd, resp_fd, third = fds
+    os.chdir(spawn.get("workdir") or "/tmp")
+    os.lseek(init_fd, 0, os.SEEK_SET)
+    msg = wire.loads_frame(_read_all(init_fd))
+    os.close(init_fd)
+    if spawn.get("mode") == "io":
+        # stdin is a file, as judges provide it: fstat gives its size and a read gets it
+        # all (competitive-programming fast-IO templates rely on both)
+        in_fd = os.memfd_create("stdin", 0)
+        os.write(in_fd, msg.get("stdin", "").encode())
+        os.lseek(in_fd, 0, os.SEEK_SET)
+        redirect_std(in_fd, third, resp_fd, set())
+        child_io_mode(msg, cfg)
+    else:
+        child_call_mode(third, resp_fd, msg, cfg)
+
+
 # ----------------------------------------------------------------- child: call mode
 class Handles:
     def __init__(self):
@@ -204,12 +299,19 @@ def child_call_mode(req_fd: int, resp_fd: int, msg: dict, cfg: dict) -> None:
 
     def enc(v):
         try:
-            return {"ok": wire.encode(v, handles.make_ref)}
+            encoded = {"ok": wire.encode(v, handles.make_ref, returning=True)}
+            if len(wire.dumps_frame(encoded)) > wire.MAX_FRAME - 4096:
+                return {"exc": {"type": "OutputError", "msg": "value too large to return "
+                                f"(over {wire.MAX_FRAME >> 20} MiB)", "line": None, "frames": []}}
+            return encoded
         except wire.Unencodable as e:
             return {"exc": {"type": "OutputError", "msg": str(e), "line": None, "frames": []}}
         except RecursionError:
             return {"exc": {"type": "OutputError", "msg": "value nested too deeply",
                             "line": None, "frames": []}}
+        except Exception as e:  # noqa: BLE001  a candidate's object that breaks encoding
+            return {"exc": {"type": "OutputError", "msg": f"cannot return the value: "
+                            f"{type(e).__name__}", "line": None, "frames": []}}
 
     def run_one(req):
         try:

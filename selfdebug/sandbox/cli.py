@@ -26,12 +26,17 @@ def parse_samples(path: Path, problems: dict) -> tuple[list[dict], list[dict]]:
         raise SampleError(f"samples file not found: {path}")
     runnable, invalid = [], []
     per_task: Counter = Counter()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:  # decoded line by line: one bad line is one error row
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             row = {"row": lineno, "task_id": None, "sample_index": None}
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SampleError(f"{path}:{lineno}: not UTF-8 (byte {e.start}: "
+                                      f"{e.reason}); re-encode the file as UTF-8") from None
                 rec = json.loads(line)
                 if not isinstance(rec, dict):
                     raise SampleError(f"expected a JSON object, got {type(rec).__name__}")
@@ -53,8 +58,9 @@ def parse_samples(path: Path, problems: dict) -> tuple[list[dict], list[dict]]:
                 runnable.append(row)
             except (ValueError, SampleError) as e:
                 reason = str(e) if isinstance(e, SampleError) else f"malformed JSON ({e})"
+                reason = reason.removeprefix(f"{path}:{lineno}: ")
                 invalid.append({**row, "status": "error", "passed": 0, "total": 0,
-                                "feedback": f"line {lineno}: {reason}", "runtime": 0.0,
+                                "feedback": f"{path.name} line {lineno}: {reason}", "runtime": 0.0,
                                 "outcomes": "[]"})
     if not runnable and not invalid:
         raise SampleError(f"{path}: the samples file is empty")
@@ -102,11 +108,53 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class OutputError(OSError):
+    pass
+
+
+# Exit codes: 0 done; 2 bad input or output path (nothing started); 3 the results could not
+# be written (every verdict is kept in <out>.partial, named in the message).
+EXIT_BAD_INPUT, EXIT_WRITE_FAILED = 2, 3
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Refuse an output path that cannot become a file before anything is started."""
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a directory; give a file path")
+    parent = path.parent
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise OutputError(f"{what} {path}: {p} is a file, not a directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise OutputError(f"{what} {path}: cannot create files in {p} (permissions)")
+            return
+
+
+def write_durably(path: Path, text_lines) -> None:
+    """Write-then-rename with fsync: the file is either complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            for line in text_lines:
+                f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from selfdebug.problems import FormatError, load_problems
 
     try:
+        check_output_path(args.out, "--out")
+        if args.summary:
+            check_output_path(args.summary, "--summary")
         problems = {p.task_id: p for source in args.problems
                     for p in load_problems(source, split=args.split, plus=not args.base_only)}
         if args.canonical:
@@ -116,122 +164,89 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows, invalid = parse_samples(args.samples, problems)
         ks = [int(k) for k in args.k.split(",") if k.strip()]
-    except (FileNotFoundError, FormatError, SampleError, ValueError) as e:
+    except (FileNotFoundError, FormatError, SampleError, OutputError, ValueError) as e:
         print(f"selfdebug execute: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     config = SandboxConfig(isolation=args.isolation, timeout_floor=args.timeout_floor,
                            calibrate=not args.no_calibrate,
                            stop_on_first_failure=args.stop_on_first_failure)
+    partial = args.out.with_name(args.out.name + ".partial")
     t0 = time.time()
-    results, isolation, timing = run_rows(rows, problems, config, args)
+    results, isolation, timing = run_rows(rows, problems, config, args, partial)
     results += invalid
     results.sort(key=lambda r: r["row"])
     elapsed = time.time() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    with open(tmp, "w") as f:
-        for r in results:
-            f.write(json.dumps({k: v for k, v in r.items() if k != "code"}) + "\n")
-    tmp.replace(args.out)
     summary = summarize(results, ks, set(problems))
     summary.update(isolation=isolation, seconds=round(elapsed, 2),
                    samples_per_second=round(len(rows) / elapsed, 1) if elapsed else None,
                    **timing,
                    metadata=run_metadata(config={k: str(v) for k, v in vars(args).items()}))
+    try:
+        # The partial file goes only once the final one is durable: a full disk or a bad
+        # path now loses nothing already judged.
+        write_durably(args.out, (json.dumps({k: v for k, v in r.items() if k != "code"}) + "\n"
+                                 for r in results))
+        partial.unlink(missing_ok=True)
+        if args.summary:
+            write_durably(args.summary, [json.dumps(summary, indent=2) + "\n"])
+    except OSError as e:
+        kept = f"; every verdict so far is in {partial}" if partial.exists() else ""
+        print(f"selfdebug execute: error: could not write results: {e}{kept}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     print(json.dumps({k: v for k, v in summary.items() if k != "metadata"}, indent=2))
-    if args.summary:
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
-def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args) -> tuple[list, str]:
-    """Judge rows on sandbox actors, a few chunks in flight per actor; progress on stderr.
-
-    Plain actor calls rather than Ray Data: there is one stage and nothing to stream into,
-    and on 2 cores the Data executor's overhead halved throughput (benchmarks/
-    sandbox_throughput.py). Results are appended to ``<out>.partial`` as they arrive, so a
-    crash keeps what was done. A dead actor is restarted by Ray and its chunk retried; a
-    chunk that still fails becomes ``error`` rows with the reason.
-    """
+def run_rows(rows: list[dict], problems: dict, config: SandboxConfig, args,
+             partial: Path) -> tuple[list, str, dict]:
+    """Judge rows on a ``SandboxActorPool``; verdicts are appended to ``partial`` as they
+    arrive (a crash keeps what was done), progress goes to stderr."""
     if not rows:
         return [], "", {}
     import ray
 
     from selfdebug.ray_utils import init_ray, shutdown_ray
-    from selfdebug.sandbox.forkserver import detect_isolation
+    from selfdebug.sandbox.actor_pool import SandboxActorPool
 
-    isolation = detect_isolation(config.isolation).level
     started = time.time()
     connected_here = not ray.is_initialized()
     init_ray(args.address)
     try:
-        results, timing = _judge_on_actors(rows, problems, config, args, started)
+        used = {r["task_id"] for r in rows}
+        n_actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
+        pool = SandboxActorPool({t: problems[t] for t in used}, config, actors=n_actors,
+                                workers_per_actor=args.workers_per_actor,
+                                chunk_size=max(8, min(64, len(rows) // (4 * n_actors) or 1)))
+        ready = time.time()
+        try:
+            results = _judge_to_partial(pool, rows, partial)
+        finally:
+            pool.shutdown()
     finally:
         if connected_here:  # a caller's cluster (tests, a notebook) stays up
             shutdown_ray()
-    return results, isolation, timing
+    # Start-up (cluster, actors, fork servers) apart from judging: a long run converges to
+    # the judging rate.
+    timing = {"startup_seconds": round(ready - started, 2),
+              "judging_seconds": round(time.time() - ready, 2),
+              "actors_restarted": pool.stats["actors_restarted"],
+              "chunks_retried": pool.stats["chunks_retried"],
+              "rows_errored_by_actor_failures": pool.stats["rows_errored"]}
+    return results, pool.isolation, timing
 
 
-def _judge_on_actors(rows, problems, config, args, started) -> tuple[list, dict]:
-    import ray
-
-    from selfdebug.sandbox.actor import SandboxActor
-
-    used = {r["task_id"] for r in rows}
-    problems_ref = ray.put({t: problems[t] for t in used})
-    n_actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 2)) // 2)
-    # Fractional CPUs: the fork servers do the work in their own processes (DESIGN.md).
-    actor_cls = ray.remote(SandboxActor).options(num_cpus=0.5, max_restarts=3,
-                                                 max_task_retries=2)
-    actors = [actor_cls.remote(problems_ref, config, args.workers_per_actor)
-              for _ in range(n_actors)]
-    ray.get([a.ready.remote() for a in actors])
-    ready = time.time()
-    chunk = max(8, min(64, len(rows) // (4 * n_actors) or 1))
-    todo = iter([rows[i:i + chunk] for i in range(0, len(rows), chunk)])
-    pending: dict = {}
-
-    def submit(actor) -> None:
-        part = next(todo, None)
-        if part is not None:
-            ref = actor.run_rows.remote([(r["task_id"], r["code"]) for r in part])
-            pending[ref] = (actor, part)
-
-    for actor in actors:
-        for _ in range(2):  # one chunk running, one queued: no idle gap between chunks
-            submit(actor)
-    partial = args.out.with_name(args.out.name + ".partial")
+def _judge_to_partial(pool, rows: list[dict], partial: Path) -> list[dict]:
     partial.parent.mkdir(parents=True, exist_ok=True)
     results, last = [], 0.0
     with open(partial, "w") as f:
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            actor, part = pending.pop(ref)
-            try:
-                verdicts = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                reason = f"sandbox actor failed: {type(e).__name__}: {str(e)[:300]}"
-                verdicts = [{"status": "error", "passed": 0, "total": 0, "feedback": reason,
-                             "runtime": 0.0, "outcomes": []} for _ in part]
-            submit(actor)
-            for row, verdict in zip(part, verdicts):
-                rec = {k: v for k, v in row.items() if k != "code"}
-                rec.update({k: v for k, v in verdict.items() if k != "isolation"})
-                rec["outcomes"] = json.dumps(rec.get("outcomes", []))
-                results.append(rec)
-                f.write(json.dumps(rec) + "\n")
-            f.flush()
+        for rec in pool.judge(rows):
+            rec["outcomes"] = json.dumps(rec.get("outcomes", []))
+            results.append(rec)
+            f.write(json.dumps(rec) + "\n")
             if time.time() - last > 2 or len(results) == len(rows):
+                f.flush()
                 last = time.time()
                 passed = sum(r["status"] == "passed" for r in results)
                 print(f"[execute] {len(results)}/{len(rows)} judged, {passed} passed",
                       file=sys.stderr, flush=True)
-    os.unlink(partial)
-    for actor in actors:
-        ray.kill(actor)
-    # Start-up (cluster, actors, fork servers) apart from judging: a long run converges to
-    # the judging rate.
-    timing = {"startup_seconds": round(ready - started, 2),
-              "judging_seconds": round(time.time() - ready, 2)}
-    return results, timing
+    return results

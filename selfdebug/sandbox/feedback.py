@@ -11,7 +11,12 @@ def clip(text: str, n: int) -> str:
 
 
 def show(value, n: int = 200) -> str:
-    return clip(repr(value), n)
+    try:
+        text = repr(value)
+    except Exception as e:  # noqa: BLE001  e.g. an int past Python's 4300-digit str limit
+        bits = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
+        text = f"<{type(value).__name__}{bits}: {type(e).__name__}>"
+    return clip(text, n)
 
 
 def describe_exception(info: dict) -> str:
@@ -22,6 +27,17 @@ def describe_exception(info: dict) -> str:
     if frames:
         head += "\n" + "\n".join(f"  {f}" for f in frames[-3:])
     return head
+
+
+SIGXCPU = 24
+
+
+def death_outcome(info: dict) -> str:
+    """The one mapping from how a sandboxed process ended to a test outcome: out of time
+    (wall deadline or the CPU rlimit's SIGXCPU) is ``timeout``; any other death ``killed``."""
+    if info.get("kind") == "timeout" or info.get("signal") == SIGXCPU:
+        return "timeout"
+    return "killed"
 
 
 def describe_death(info: dict, timeout: float) -> str:

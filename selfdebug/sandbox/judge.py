@@ -9,25 +9,33 @@ Call tests send argument lists the same way; io tests send stdin and compare std
 
 from __future__ import annotations
 
-import ast
-import builtins
-import hashlib
-import importlib
 import json
 import os
-import sys
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
-from selfdebug.sandbox.asserts import RESULTS, split_assert
-from selfdebug.sandbox.compare import apps_equal, stdout_equal, values_equal
-from selfdebug.sandbox.forkserver import ForkServer, ServerDied, detect_isolation
-from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, SessionDead
+from selfdebug.sandbox.asserts import RESULTS
+from selfdebug.sandbox.compare import CallOracle, apps_equal, evalplus_dataset, stdout_equal
+from selfdebug.sandbox.forkserver import ForkServer, ServerDied
+from selfdebug.sandbox.isolation import detect_isolation
+from selfdebug.sandbox.prepare import (
+    Prepared,
+    PreparedCache,
+    cache_root,
+    fill_expected,
+    prepare_asserts,
+    task_key,
+)
+from selfdebug.sandbox.remote import (
+    RemoteException,
+    RemoteRef,
+    Session,
+    SessionDead,
+    decode_result,
+)
 from selfdebug.schema import ExecResult, Problem
 
 # outcome of one test -> status of the sample when it is the first non-pass
@@ -48,65 +56,31 @@ class SandboxConfig:
     stop_on_first_failure: bool = False
     feedback_chars: int = 1500
     cache_dir: str = ""  # expected outputs and limits; default ~/.cache/selfdebug
+    # Packages (besides the standard library) that candidates may import; the sandbox's
+    # filesystem view holds nothing else of the installation.
+    packages: list[str] = field(default_factory=lambda: ["numpy"])
 
     def limits(self, seconds: float) -> dict:
         return {"as_bytes": self.memory_mb << 20, "cpu_s": int(seconds) + 2,
                 "fsize": self.output_cap_bytes * 4, "nofile": 64}
 
 
-@dataclass
-class _Prepared:
-    limit: float
-    # assert suites
-    prelude: dict = field(default_factory=dict)
-    compiled: list = field(default_factory=list)
-    remote_names: tuple[str, ...] = ()
-    batched: list = field(default_factory=list)  # SplitAssert for the leading statements
-    batch_request: dict | None = None  # their calls as one call_many, sent with the code
-    # call suites
-    encoded_inputs: list = field(default_factory=list)
-    expected: list | None = None
-    raised: set = field(default_factory=set)  # inputs on which the canonical solution raised
-    poly: object = None  # HumanEval/32 (find_zero) is judged by its root, as EvalPlus does
-
-
-def _cache_root(config: SandboxConfig) -> Path:
-    return Path(config.cache_dir or os.path.expanduser("~/.cache/selfdebug"))
-
-
-def _task_key(problem: Problem) -> str:
-    t = problem.tests
-    blob = json.dumps([problem.canonical_solution, t.kind, t.asserts, t.setup, t.prelude,
-                       repr(t.inputs)[:10_000_000], sys.version], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
-    loaded, stored = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else stored).add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
-            stored.add(node.name)
-        elif isinstance(node, ast.arg):
-            stored.add(node.arg)
-        elif isinstance(node, ast.alias):
-            stored.add((node.asname or node.name).split(".")[0])
-    return loaded, stored
+def make_server(config: SandboxConfig, isolation=None) -> ForkServer:
+    return ForkServer(isolation or detect_isolation(config.isolation), config.tmpfs_mb << 20,
+                      tuple(config.packages))
 
 
 class Judge:
     """Judges candidates for a set of problems with one fork server (one at a time)."""
 
     def __init__(self, problems, config: SandboxConfig | None = None,
-                 server: ForkServer | None = None, prepared: dict | None = None):
+                 server: ForkServer | None = None, prepared: PreparedCache | None = None):
         self.config = config or SandboxConfig()
+        problems = problems or {}
         self.problems: dict[str, Problem] = (
             dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
-        self.server = server or ForkServer(detect_isolation(self.config.isolation),
-                                           self.config.tmpfs_mb << 20)
-        # per-task preparation; a pool's judges share one, so each task calibrates once
-        self._prepared: dict[str, _Prepared] = {} if prepared is None else prepared
+        self.server = server or make_server(self.config)
+        self._prepared = prepared if prepared is not None else PreparedCache()
 
     @property
     def isolation(self) -> str:
@@ -121,7 +95,18 @@ class Judge:
         if problem is None:
             return ExecResult("error", 0, 0, [], f"unknown task_id {task_id!r}", 0.0,
                               self.isolation)
-        prep = self.prepare(problem)
+        return self.run_problem(problem, code)
+
+    def run_problem(self, problem: Problem, code: str) -> ExecResult:
+        """Judge ``code`` against ``problem``, known to this judge or ad hoc."""
+        try:
+            prep = self.prepare(problem)
+        except ServerDied:
+            raise
+        except Exception as e:  # noqa: BLE001  the benchmark's own test code is broken
+            return ExecResult("error", 0, len(problem.tests), [], fb.clip(
+                f"cannot prepare the tests of {problem.task_id}: {type(e).__name__}: {e}",
+                self.config.feedback_chars), 0.0, self.isolation)
         t0 = time.monotonic()
         kind = problem.tests.kind
         if kind == "assert":
@@ -132,75 +117,30 @@ class Judge:
             outcomes, notes = self._run_io(problem, prep, code)
         return self._result(outcomes, notes, time.monotonic() - t0)
 
-    def prepare(self, problem: Problem) -> _Prepared:
+    def prepare(self, problem: Problem) -> Prepared:
         """Per-task work done once: parse tests, expected outputs, time limit."""
-        prep = self._prepared.get(problem.task_id)
-        if prep is not None:
-            return prep
+        known = self.problems.get(problem.task_id) is problem
+        key = problem.task_id if known else task_key(problem)
+        return self._prepared.get_or_make(key, not known, lambda: self._prepare(problem))
+
+    def _prepare(self, problem: Problem) -> Prepared:
         limit = problem.time_limit or self.config.timeout_floor
-        prep = _Prepared(limit=limit)
+        prep = Prepared(limit=limit)
         t = problem.tests
         if t.kind == "assert":
-            self._prepare_asserts(problem, prep)
+            prepare_asserts(problem, prep)
         elif t.kind == "call":
             prep.encoded_inputs = [[wire.encode(a) for a in inp] for inp in t.inputs]
             prep.expected = list(t.outputs) if t.outputs is not None else None
-            if problem.entry_point == "find_zero" and problem.source.startswith("humaneval"):
-                prep.poly = lambda xs, x: sum(c * x**i for i, c in enumerate(xs))
-        self._prepared[problem.task_id] = prep
         needs_expected = t.kind == "call" and prep.expected is None
         if needs_expected or (self.config.calibrate and problem.time_limit is None):
             self._calibrate(problem, prep)
         return prep
 
     # ------------------------------------------------------------------ preparation
-    def _prepare_asserts(self, problem: Problem, prep: _Prepared) -> None:
-        t = problem.tests
-        ns: dict = {"__name__": "__selfdebug_tests__", "__builtins__": builtins}
-        if t.prelude:
-            exec(compile(t.prelude, f"<tests of {problem.task_id}>", "exec"), ns)
-        loaded, stored = set(), set()
-        for i, stmt in enumerate(t.asserts):
-            with warnings.catch_warnings():  # benchmark tests with "\w" in plain strings
-                warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
-                tree = ast.parse(stmt)
-            lo, st = _names(tree)
-            loaded |= lo
-            stored |= st
-            prep.compiled.append(compile(tree, f"<test {i}>", "exec"))
-        remote = []
-        for name in sorted(loaded - stored):
-            if name == "candidate" or name == problem.entry_point:
-                continue
-            if name in ns or hasattr(builtins, name):
-                continue
-            if name in sys.stdlib_module_names:
-                ns[name] = importlib.import_module(name)
-                continue
-            remote.append(name)  # defined by the program or by the setup code
-        ns.pop(problem.entry_point, None)  # the prompt's stub must not stand in for the code
-        prep.prelude = ns
-        prep.remote_names = tuple(remote)
-        # The leading statements that are plain calls with literal arguments run as one
-        # batch; the first that is not, and all after it, go through proxies (same order of
-        # calls in the candidate either way).
-        if not problem.entry_point:
-            return
-        callee = {"candidate", problem.entry_point}
-        for i, stmt in enumerate(t.asserts):
-            split = split_assert(stmt, callee, problem.entry_point, set(remote), set(ns), i)
-            if split is None:
-                break
-            prep.batched.append(split)
-        calls = [c for split in prep.batched for c in split.calls]
-        if calls:
-            prep.batch_request = {"op": "call_many", "target": ["N", problem.entry_point],
-                                  "inputs": [c[0] for c in calls],
-                                  "kwargs": [c[1] for c in calls]}
-
-    def _calibrate(self, problem: Problem, prep: _Prepared) -> None:
+    def _calibrate(self, problem: Problem, prep: Prepared) -> None:
         """Run the canonical solution once: expected outputs (call suites) and time limit."""
-        cache = _cache_root(self.config) / "tasks" / f"{_task_key(problem)}.json"
+        cache = cache_root(self.config) / "tasks" / f"{task_key(problem)}.json"
         cached = None
         if cache.is_file():
             try:
@@ -209,12 +149,15 @@ class Judge:
                 cached = None
         if cached is None:
             prep.limit = self.config.max_seconds_per_sample  # generous for the reference
+            n = len(problem.tests)
+            prep.sample_seconds = prep.limit * (n + 1)
             times: list[float] = []
             outcomes, notes = (self._run_calls(problem, prep, problem.canonical_solution,
                                                times=times, collect=True)
                                if problem.tests.kind == "call" else
                                self._dispatch(problem, prep, problem.canonical_solution, times))
             cached = {"max_test_seconds": max(times, default=0.0),
+                      "total_test_seconds": sum(times),
                       "canonical_passed": all(o == "pass" for o in outcomes),
                       "canonical_feedback": notes.get("first", "")}
             if problem.tests.kind == "call":
@@ -226,9 +169,8 @@ class Judge:
                 f.write(json.dumps(cached))
             os.replace(tmp, cache)
         if problem.tests.kind == "call" and prep.expected is None:
-            prep.raised = {i for i, e in enumerate(cached["expected"]) if e == ["raised"]}
-            prep.expected = [None if i in prep.raised else wire.decode(e)
-                             for i, e in enumerate(cached["expected"])]
+            fill_expected(problem, prep, cached["expected"])
+        prep.sample_seconds = self.config.timeout_factor * cached.get("total_test_seconds", 0.0)
         if problem.time_limit is not None:
             prep.limit = problem.time_limit
         elif self.config.calibrate:
@@ -243,15 +185,19 @@ class Judge:
         return self._run_io(problem, prep, code, times)
 
     # ------------------------------------------------------------------ strategies
-    def _deadline(self, n_tests: int, limit: float) -> float:
-        budget = min(self.config.max_seconds_per_sample, limit * (n_tests + 1))
-        return time.monotonic() + budget
+    def _deadline(self, n_tests: int, limit: float, prep_seconds: float = 0.0
+                  ) -> tuple[float, float]:
+        """(the sample's budget for its tests, its hard wall deadline: nothing waits past
+        it, owed CPU time included)."""
+        now = time.monotonic()
+        cap = max(self.config.max_seconds_per_sample, prep_seconds)
+        return now + min(cap, limit * (n_tests + 1)), now + cap
 
     def _run_asserts(self, problem, prep, code, times=None):
         t = problem.tests
         n = len(t.asserts)
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit, prep.sample_seconds))
         ep = problem.entry_point
         then = prep.batch_request
         load = session.start(prep.limit, then)
@@ -266,8 +212,7 @@ class Judge:
         notes: dict = {}
         try:
             if then is not None:
-                replies = list(self.server.read_stream(len(then["inputs"]), prep.limit,
-                                                       first=load))
+                replies = list(session.results(len(then["inputs"]), prep.limit))
                 if not self._check_batched(prep, session, ns, replies, t, ep, outcomes, notes,
                                            times):
                     return outcomes + ["skipped"] * (n - len(outcomes)), notes
@@ -310,8 +255,7 @@ class Judge:
             dead = next((r["dead"] for r, _ in got if "dead" in r), None)
             if dead is not None or len(got) < len(split.calls):
                 info = dead or {"kind": "dead", "detail": "no result"}
-                outcome = "timeout" if info.get("kind") == "timeout" or \
-                    info.get("signal") == 24 else "killed"
+                outcome = fb.death_outcome(info)
                 outcomes.append(outcome)
                 notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}`: "
                                           f"{fb.describe_death(info, prep.limit)}")
@@ -323,8 +267,14 @@ class Judge:
                 notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
                                           f"{fb.describe_exception(exc)}")
                 continue
-            values = [wire.decode(r["ok"], lambda d, lb=label: RemoteRef(session, d, lb))
-                      for r, label in zip(resps, split.labels)]
+            try:
+                values = [decode_result(r.get("ok"), lambda d, lb=label: RemoteRef(session, d, lb))
+                          for r, label in zip(resps, split.labels)]
+            except RemoteException as e:  # a value the wire cannot carry back
+                outcomes.append("error")
+                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
+                                          f"{fb.describe_exception(e.info)}")
+                continue
             session.last_call = (split.labels[-1], values[-1]) if values else None
             ns[RESULTS] = values
             outcome, note = self._exec_statement(split.check, ns, session, t.asserts[i], ep,
@@ -347,8 +297,7 @@ class Judge:
         except ServerDied:
             raise  # not the candidate's doing: the pool restarts the server and retries
         except SessionDead as d:
-            kind = d.info.get("kind")
-            outcome = "timeout" if kind == "timeout" or d.info.get("signal") == 24 else "killed"
+            outcome = fb.death_outcome(d.info)
             return outcome, f"`{text()}`: {fb.describe_death(d.info, limit)} [dead]"
         except RemoteException as e:
             info = e.info
@@ -370,7 +319,7 @@ class Judge:
         t = problem.tests
         n = len(prep.encoded_inputs)
         session = Session(self.server, code, "", self.config.limits(prep.limit * (n + 1)),
-                          prep.limit, self._deadline(n, prep.limit))
+                          prep.limit, *self._deadline(n, prep.limit, prep.sample_seconds))
         ep = problem.entry_point
         req = {"op": "call_many", "target": ["N", ep], "inputs": prep.encoded_inputs}
         load = session.start(prep.limit, then=req if n else None)
@@ -378,8 +327,11 @@ class Judge:
             return self._load_failure(load, n, prep.limit)
         outcomes: list[str] = []
         notes: dict = {"outputs": []} if collect else {}
+        # EvalPlus' per-input checks, special oracles included (compare.py)
+        oracle = CallOracle(t.atol, evalplus_dataset=evalplus_dataset(problem.source),
+                            entry_point=ep, base_count=t.base_count)
         try:
-            replies = self.server.read_stream(n, prep.limit, first=load)
+            replies = session.results(n, prep.limit)
             for i, (reply, seconds) in enumerate(replies):
                 if times is not None:
                     times.append(seconds)
@@ -388,13 +340,15 @@ class Judge:
 
                 if "dead" in reply:
                     info = reply["dead"]
-                    outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+                    outcome = fb.death_outcome(info)
                     outcomes.append(outcome)
                     notes.setdefault("first", f"`{call()}`: {fb.describe_death(info, prep.limit)}")
                     break
                 resp = reply["resp"]
                 if collect:  # a canonical solution that raises gives no expected value
-                    notes["outputs"].append(resp.get("ok", ["raised"]))
+                    exc = resp.get("exc") if isinstance(resp.get("exc"), dict) else {}
+                    notes["outputs"].append(resp["ok"] if "ok" in resp else [
+                        "raised", fb.clip(f"{exc.get('type', 'Error')}: {exc.get('msg', '')}", 200)])
                 if "exc" in resp:
                     outcome = "memory" if resp["exc"].get("type") == "MemoryError" else "error"
                     outcomes.append(outcome)
@@ -404,8 +358,19 @@ class Judge:
                 if collect:
                     outcomes.append("pass")
                     continue
-                got = wire.decode(resp["ok"], lambda d: RemoteRef(session, d, call()))
-                ok = self._call_ok(problem, prep, i, got)
+                try:
+                    got = decode_result(resp.get("ok"), lambda d: RemoteRef(session, d, call()))
+                except RemoteException as e:  # a value the wire cannot carry back
+                    outcomes.append("error")
+                    notes.setdefault("first", f"`{call()}` raised "
+                                              f"{fb.describe_exception(e.info)}")
+                    continue
+                if i in prep.raised:  # no expected value to compare with: never a pass
+                    outcomes.append("fail")
+                    notes.setdefault("first", f"`{call()}`: no verdict possible: "
+                                              f"{prep.raised[i]}")
+                    continue
+                ok = self._call_ok(problem, prep, i, got, oracle)
                 outcomes.append("pass" if ok else "fail")
                 if not ok:
                     notes.setdefault("first", f"`{call()}` returned {fb.show(got)}, expected "
@@ -415,25 +380,17 @@ class Judge:
         outcomes += ["skipped"] * (n - len(outcomes))
         return outcomes, notes
 
-    def _call_ok(self, problem, prep, i, got) -> bool:
-        if i in prep.raised:
-            return False  # the canonical solution raised on this input: no verdict possible
+    def _call_ok(self, problem, prep, i, got, oracle: CallOracle) -> bool:
         expected = prep.expected[i]
-        if prep.poly is not None:
-            try:
-                return abs(prep.poly(problem.tests.inputs[i][0], got)) <= max(
-                    problem.tests.atol, 1e-6)
-            except Exception:  # noqa: BLE001
-                return False
         if problem.source == "apps":
             return apps_equal(got, expected)
-        return values_equal(got, expected, problem.tests.atol)
+        return oracle.check(i, got, expected, problem.tests.inputs[i])
 
     def _run_io(self, problem, prep, code, times=None):
         t = problem.tests
         outcomes: list[str] = []
         notes: dict = {}
-        deadline = self._deadline(len(t.inputs), prep.limit)
+        deadline, hard = self._deadline(len(t.inputs), prep.limit, prep.sample_seconds)
         for i, stdin in enumerate(t.inputs):
             if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
                 break
@@ -441,9 +398,7 @@ class Judge:
             if left <= 0:
                 break
             limit = min(prep.limit, left)
-            r = self.server.request({"op": "io", "code": code, "stdin": stdin,
-                                     "limits": self.config.limits(limit), "timeout": limit,
-                                     "output_cap": self.config.output_cap_bytes}, limit)
+            r = self._io_once(code, stdin, limit, hard)
             if times is not None:
                 times.append(r["time"])
             outcome, note = self._io_outcome(r, stdin, t.outputs[i] if t.outputs else "", limit)
@@ -455,6 +410,33 @@ class Judge:
         outcomes += ["skipped"] * (len(t.inputs) - len(outcomes))
         return outcomes, notes
 
+    def _io_once(self, code: str, stdin: str, limit: float, hard: float) -> dict:
+        """Run the program once, in a fresh worker, on one stdin."""
+        worker = self.server.spawn("io", {"code": code, "stdin": stdin,
+                                          "limits": self.config.limits(limit)}, io_stdout=True)
+        t0 = time.monotonic()
+        clock = worker.clock(limit, hard)
+        try:
+            # the worker's result channel is its fd 2: an error report, then end of file
+            timed_out, report = worker.read_to_end(clock)
+            elapsed = time.monotonic() - t0
+            status = worker.end(grace=0.0 if timed_out else max(0.0, min(clock.left(), 5.0)),
+                                wait=True) or {}
+            stdout, truncated = worker.take_output(self.config.output_cap_bytes)
+        finally:
+            worker.end()
+            if worker.out_fd >= 0:
+                os.close(worker.out_fd)
+        try:
+            error = json.loads(report) if report else None
+        except (ValueError, RecursionError):
+            error = None
+        return {"stdout": stdout, "truncated": truncated,
+                "exit": None if timed_out else status.get("exit"),
+                "signal": None if timed_out else status.get("signal"),
+                "timeout": timed_out, "error": error if isinstance(error, dict) else None,
+                "time": elapsed}
+
     @staticmethod
     def _io_outcome(r: dict, stdin: str, expected: str, limit: float) -> tuple[str, str]:
         if r["timeout"]:
@@ -465,7 +447,7 @@ class Judge:
                           f"{fb.describe_exception(r['error'])}")
         if r["signal"] is not None:
             death = {"kind": "signal", "signal": r["signal"]}
-            outcome = "timeout" if r["signal"] == 24 else "killed"
+            outcome = fb.death_outcome(death)
             return outcome, f"Input:\n{fb.clip(stdin, 300)}\n{fb.describe_death(death, limit)}"
         if r["exit"] not in (0, None):
             return "error", f"Input:\n{fb.clip(stdin, 300)}\nExited with code {r['exit']}"
@@ -483,7 +465,7 @@ class Judge:
             note = fb.describe_exception(info)
         else:
             info = reply.get("dead", {})
-            outcome = "timeout" if info.get("kind") == "timeout" else "killed"
+            outcome = fb.death_outcome(info)
             note = f"Loading the program: {fb.describe_death(info, limit)}"
         return [outcome] + ["skipped"] * (n - 1) if n else [outcome], {"first": note}
 
@@ -498,6 +480,3 @@ class Judge:
                            self.config.feedback_chars)
         return ExecResult(status, passed, total, outcomes, text.strip(), runtime, self.isolation)
 
-
-def with_config(config: SandboxConfig | None, **changes) -> SandboxConfig:
-    return replace(config or SandboxConfig(), **changes)

@@ -13,7 +13,7 @@ import functools
 import time
 
 from selfdebug.sandbox import wire
-from selfdebug.sandbox.forkserver import ForkServer
+from selfdebug.sandbox.forkserver import ForkServer, Worker
 
 
 class RemoteException(Exception):
@@ -52,50 +52,103 @@ def raise_remote(info: dict):
 
 
 class Session:
-    """One forked candidate process in ``server`` (call mode)."""
+    """One candidate program loaded in its own fresh worker (call mode)."""
 
     def __init__(self, server: ForkServer, code: str, setup: str, limits: dict,
-                 call_timeout: float, deadline: float):
+                 call_timeout: float, deadline: float, hard_deadline: float | None = None):
         self.server, self.code, self.setup, self.limits = server, code, setup, limits
         self.call_timeout = call_timeout
         self.deadline = deadline  # monotonic time after which every call times out
+        # the sample's wall deadline: no wait, owed CPU time included, goes past it
+        self.hard_deadline = hard_deadline if hard_deadline is not None else deadline
         self.last_call: tuple[str, object] | None = None  # (label, plain result) for feedback
         self.calls = 0
+        self.worker: Worker | None = None
 
     def start(self, load_timeout: float, then: dict | None = None) -> dict:
-        """Load the program (+ setup). Returns the server's reply: loaded/load_error/dead.
-
-        ``then``: a call_many request the child runs right after a successful load; the
-        reply carries its first results (``ForkServer.read_stream`` reads them all)."""
-        msg = {"op": "start", "code": self.code, "setup": self.setup, "limits": self.limits,
-               "timeout": load_timeout}
-        wait = load_timeout
+        """Load the program (+ setup) in a fresh worker. Returns its first reply:
+        loaded / load_error / dead. ``then``: a call_many the worker runs right after a
+        successful load; ``results`` reads its results."""
+        self.end()
+        request = {"code": self.code, "setup": self.setup, "limits": self.limits}
         if then is not None:
-            msg.update(then=then, then_timeout=self.call_timeout)
-            wait += self.call_timeout * min(len(then["inputs"]), 256)
-        return self.server.request(msg, wait)
+            request["then"] = then
+        worker = self.worker = self.server.spawn("call", request)
+        status, reply = worker.read(worker.clock(load_timeout, self.hard_deadline))
+        if status != "ok":
+            return {"dead": worker.death(status, reply, grace=_EXIT_GRACE)}
+        if reply == {"loaded": True}:
+            return reply
+        if isinstance(reply, dict) and set(reply) == {"load_error"} and isinstance(
+                reply["load_error"], dict):
+            worker.end()
+            return reply
+        # a frame the program forged before the harness spoke
+        return {"dead": worker.death("protocol", "unexpected frame")}
+
+    def results(self, count: int, limit: float):
+        """The ``count`` results of the call_many sent with ``start``, one by one, as
+        ``({"resp": r}, seconds)``; a death or a forged frame ends it with one
+        ``({"dead": info}, 0.0)``."""
+        worker = self.worker
+        for _ in range(count):
+            if worker is None or worker.ended is not None:
+                yield {"dead": {"kind": "dead", "detail": "no session"}}, 0.0
+                return
+            status, frame = worker.read(worker.clock(limit, self.hard_deadline))
+            if status != "ok":
+                yield {"dead": worker.death(status, frame, grace=_EXIT_GRACE)}, 0.0
+                return
+            batch = frame.get("batch") if isinstance(frame, dict) else None
+            if not (isinstance(batch, list) and len(batch) == 1 and isinstance(batch[0], dict)):
+                yield {"dead": worker.death("protocol", "unexpected frame")}, 0.0
+                return
+            times = frame.get("times")
+            seconds = times[0] if isinstance(times, list) and times and isinstance(
+                times[0], float) and times[0] >= 0 else 0.0
+            yield {"resp": batch[0]}, seconds
 
     def _timeout(self) -> float:
         return max(0.05, min(self.call_timeout, self.deadline - time.monotonic()))
 
     def request(self, req: dict, label: str):
+        worker = self.worker
+        if worker is None or worker.ended is not None:
+            raise SessionDead({"kind": "dead", "detail": "no session"})
         timeout = self._timeout()
-        reply = self.server.request({"op": "req", "req": req, "timeout": timeout}, timeout)
+        if not worker.send(req, timeout):
+            raise SessionDead(worker.death("dead", "closed", grace=_EXIT_GRACE))
+        status, resp = worker.read(worker.clock(timeout, self.hard_deadline))
         self.calls += 1
-        if "dead" in reply:
-            raise SessionDead(reply["dead"])
-        resp = reply["resp"]
+        if status != "ok":
+            raise SessionDead(worker.death(status, resp, grace=_EXIT_GRACE))
+        if not isinstance(resp, dict):
+            raise SessionDead(worker.death("protocol", "unexpected frame"))
         if "exc" in resp:
             self.last_call = (label, None)
-            raise_remote(resp["exc"])
-        value = wire.decode(resp["ok"], lambda d: RemoteRef(self, d, label))
+            raise_remote(resp["exc"] if isinstance(resp["exc"], dict) else {})
+        value = decode_result(resp.get("ok"), lambda d: RemoteRef(self, d, label))
         self.last_call = (label, value)
         return value
 
     def end(self) -> None:
-        if self.server.alive:  # a dead server has no session to end; don't start one here
-            # No reply: the server kills and reaps while this side builds the result.
-            self.server.send({"op": "end"})
+        if self.worker is not None:
+            # No reply: the zygote kills and reaps while this side builds the result.
+            self.worker.end()
+            self.worker = None
+
+
+_EXIT_GRACE = 0.2  # a worker that closed its channel gets this long to finish exiting
+
+
+def decode_result(data, resolve_ref):
+    """A value returned by the sandbox, as plain data. One that cannot be read raises a
+    remote ``OutputError`` (the candidate's problem, a verdict like any exception)."""
+    try:
+        return wire.decode(data, resolve_ref, trusted=True)
+    except wire.WireError as e:
+        raise_remote({"type": "OutputError", "msg": f"the returned value cannot be read: {e}",
+                      "line": None, "frames": []})
 
 
 def _encode_arg(value):

@@ -3,6 +3,10 @@
 Values cross as tagged JSON built from *exact* plain types, so a candidate cannot smuggle an
 object with an overridden ``__eq__`` (or an ``int`` subclass) back to the trusted side: what
 arrives is rebuilt from scratch with builtin types. Anything else becomes an opaque handle.
+What comes back from the sandbox is plain data only, capped in items, depth and integer
+size: a returned ``range`` is accepted only as long as the list it stands for would be
+(so ``set()`` or ``sum()`` on it is bounded work), a returned builtin function arrives as a
+handle (never the trusted side's own ``open``).
 The sandbox imports this file by path, so it must not import selfdebug.
 """
 
@@ -19,6 +23,8 @@ import struct
 
 MAX_FRAME = 64 << 20
 MAX_ITEMS = 2_000_000  # elements in one encoded value
+MAX_DEPTH = 100  # nesting of one value (JSON decoding recurses per level)
+MAX_INT_BITS = 1 << 22  # about 1.26 million decimal digits
 
 
 class WireError(Exception):
@@ -53,10 +59,66 @@ def read_frame(fd: int):
     (size,) = struct.unpack("<I", _read_exact(fd, 4))
     if size > MAX_FRAME:
         raise WireError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte cap")
+    return parse(_read_exact(fd, size))
+
+
+def parse(data: bytes):
+    """A frame's JSON body; anything unreadable (including nesting too deep for the
+    decoder) is a WireError."""
     try:
-        return json.loads(_read_exact(fd, size))
-    except ValueError as e:
-        raise WireError(f"malformed frame: {e}") from None
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise WireError(f"malformed frame: {str(e)[:200]}") from None
+
+
+def dumps_frame(obj) -> bytes:
+    data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def loads_frame(buf: bytes):
+    """One whole frame (header + body) held in memory."""
+    if len(buf) < 4:
+        raise WireError("truncated frame")
+    (size,) = struct.unpack("<I", buf[:4])
+    if size > MAX_FRAME or len(buf) != 4 + size:
+        raise WireError(f"frame of {size} bytes does not match its {len(buf) - 4} bytes")
+    return parse(buf[4:])
+
+
+class FrameReader:
+    """Frames from a non-blocking fd, read in linear time (a bytearray consumed from the
+    front, never ``bytes +=``)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.last_size = 0
+
+    def frame(self):
+        """The next complete frame's body as bytes, or None when more input is needed."""
+        if len(self.buf) < 4:
+            return None
+        (size,) = struct.unpack_from("<I", self.buf)
+        if size > MAX_FRAME:
+            raise WireError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte cap")
+        if len(self.buf) < 4 + size:
+            return None
+        data = bytes(self.buf[4:4 + size])
+        del self.buf[:4 + size]
+        self.last_size = size
+        return data
+
+    def fill(self) -> bool:
+        """Read what is there; False at end of input."""
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
 
 
 def _float(x: float):
@@ -67,18 +129,28 @@ def _float(x: float):
     return ["f", x]
 
 
-def encode(value, make_ref=None, _budget=None):
-    """Plain value -> tagged JSON. Non-plain values go through ``make_ref`` (or raise)."""
+def encode(value, make_ref=None, _budget=None, *, returning: bool = False, _depth: int = 0):
+    """Plain value -> tagged JSON. Non-plain values go through ``make_ref`` (or raise).
+    ``returning``: a value on its way back to the trusted side (ranges as lists, builtin
+    functions as handles)."""
     budget = _budget if _budget is not None else [MAX_ITEMS]
     budget[0] -= 1
     if budget[0] < 0:
-        raise Unencodable("value too large to return")
+        raise Unencodable(f"value too large to return (over {MAX_ITEMS} items)")
+    if _depth > MAX_DEPTH:
+        raise Unencodable(f"value nested too deeply (over {MAX_DEPTH} levels)")
     t = type(value)
+
+    def enc(v):
+        return encode(v, make_ref, budget, returning=returning, _depth=_depth + 1)
+
     if value is None:
         return ["n"]
     if t is bool:
         return ["b", value]
     if t is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise Unencodable(f"integer too large to return (over {MAX_INT_BITS} bits)")
         # As strings: JSON numbers lose precision in other readers. Huge ints in hex, since
         # decimal conversion past 4300 digits raises.
         return ["i", str(value)] if -10**18 < value < 10**18 else ["x", hex(value)]
@@ -91,26 +163,30 @@ def encode(value, make_ref=None, _budget=None):
     if t is bytes:
         return ["y", value.hex()]
     if t is list:
-        return ["l", [encode(v, make_ref, budget) for v in value]]
+        return ["l", [enc(v) for v in value]]
     if t is tuple:
-        return ["t", [encode(v, make_ref, budget) for v in value]]
+        return ["t", [enc(v) for v in value]]
     if t in (set, frozenset):
-        items = [encode(v, make_ref, budget) for v in value]
+        items = [enc(v) for v in value]
         return ["S" if t is set else "F", items]
     if t in (dict, collections.defaultdict, collections.OrderedDict, collections.Counter):
         tag = {dict: "d", collections.defaultdict: "d",
                collections.OrderedDict: "o", collections.Counter: "C"}[t]
-        return [tag, [[encode(k, make_ref, budget), encode(v, make_ref, budget)]
+        return [tag, [[enc(k), enc(v)]
                       for k, v in dict.items(value)]]
     if t is collections.deque:
-        return ["q", [encode(v, make_ref, budget) for v in value]]
+        return ["q", [enc(v) for v in value]]
     if t is decimal.Decimal:
         return ["D", str(value)]
     if t is fractions.Fraction:
         return ["R", str(value)]
     if t is range:
-        return ["r", value.start, value.stop, value.step]
-    if getattr(builtins, getattr(value, "__name__", ""), None) is value:
+        if returning:  # counted as the list it stands for (what set()/sum() would walk)
+            budget[0] -= len(value)
+            if budget[0] < 0:
+                raise Unencodable(f"value too large to return (over {MAX_ITEMS} items)")
+        return ["r", str(value.start), str(value.stop), str(value.step)]
+    if not returning and getattr(builtins, getattr(value, "__name__", ""), None) is value:
         return ["B", value.__name__]  # builtin types/functions passed as arguments (int, len)
     if make_ref is None:
         raise Unencodable(f"cannot send a value of type {t.__name__}")
@@ -122,16 +198,40 @@ def _unfloat(x):
     return float(v) if isinstance(v, str) else float(v)
 
 
-def decode(data, resolve_ref=None):
-    """Tagged JSON -> fresh builtin values. ``resolve_ref`` maps ``["h", id, type]``."""
+def decode(data, resolve_ref=None, *, trusted: bool = False, _depth: int = 0):
+    """Tagged JSON -> fresh builtin values. ``resolve_ref`` maps ``["h", id, type]``.
+    ``trusted``: decoding on the trusted side, where only plain data is accepted (no
+    ranges, no builtins). Anything malformed raises WireError."""
+    try:
+        return _decode(data, resolve_ref, trusted, _depth)
+    except WireError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError,
+            RecursionError, decimal.InvalidOperation, ZeroDivisionError) as e:
+        raise WireError(f"unreadable value: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _decode(data, resolve_ref, trusted: bool, depth: int):
+    if depth > MAX_DEPTH + 1:
+        raise WireError(f"value nested too deeply (over {MAX_DEPTH} levels)")
+    if not isinstance(data, list) or not data:
+        raise WireError("malformed value")
+
+    def dec(v):
+        return _decode(v, resolve_ref, trusted, depth + 1)
+
     tag = data[0]
     if tag == "n":
         return None
     if tag == "b":
         return bool(data[1])
     if tag == "i":
+        if len(data[1]) > 40:
+            raise WireError("malformed integer")
         return int(data[1])
     if tag == "x":
+        if len(data[1]) > MAX_INT_BITS // 4 + 3:
+            raise WireError("integer too large")
         return int(data[1], 16)
     if tag == "f":
         return _unfloat(data)
@@ -142,26 +242,33 @@ def decode(data, resolve_ref=None):
     if tag == "y":
         return bytes.fromhex(data[1])
     if tag == "l":
-        return [decode(v, resolve_ref) for v in data[1]]
+        return [dec(v) for v in data[1]]
     if tag == "t":
-        return tuple(decode(v, resolve_ref) for v in data[1])
+        return tuple(dec(v) for v in data[1])
     if tag == "S":
-        return {decode(v, resolve_ref) for v in data[1]}
+        return {dec(v) for v in data[1]}
     if tag == "F":
-        return frozenset(decode(v, resolve_ref) for v in data[1])
+        return frozenset(dec(v) for v in data[1])
     if tag in ("d", "o", "C"):
-        pairs = [(decode(k, resolve_ref), decode(v, resolve_ref)) for k, v in data[1]]
+        pairs = [(dec(k), dec(v)) for k, v in data[1]]
         cls = {"d": dict, "o": collections.OrderedDict, "C": collections.Counter}[tag]
         return cls(pairs) if tag != "C" else collections.Counter(dict(pairs))
     if tag == "q":
-        return collections.deque(decode(v, resolve_ref) for v in data[1])
+        return collections.deque(dec(v) for v in data[1])
     if tag == "D":
+        if len(data[1]) > 10_000:
+            raise WireError("decimal too long")
         return decimal.Decimal(data[1])
     if tag == "R":
+        if len(data[1]) > 10_000:
+            raise WireError("fraction too long")
         return fractions.Fraction(data[1])
     if tag == "r":
-        return range(int(data[1]), int(data[2]), int(data[3]))
-    if tag == "B" and isinstance(getattr(builtins, data[1], None), type | type(len)):
+        r = range(int(data[1]), int(data[2]), int(data[3]))
+        if trusted and len(r) > MAX_ITEMS:  # bounded like a list: never an unbounded range
+            raise WireError(f"range of {len(r)} items (over {MAX_ITEMS})")
+        return r
+    if tag == "B" and not trusted and isinstance(getattr(builtins, data[1], None), type | type(len)):
         return getattr(builtins, data[1])
     if tag in ("h", "N") and resolve_ref is not None:
         return resolve_ref(data)

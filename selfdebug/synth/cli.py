@@ -17,6 +17,15 @@ from pathlib import Path
 import yaml
 
 from selfdebug.config import add_config_arguments, load_job_config
+from selfdebug.dataset import atomic_write_bytes
+from selfdebug.errors import (
+    EXIT_WRITE_FAILED,
+    OutputError,
+    check_output_dir,
+    describe,
+    note_log,
+    report_expected,
+)
 from selfdebug.synth.config import SynthConfig
 
 
@@ -27,14 +36,24 @@ def run(cfg: SynthConfig) -> dict:
     from selfdebug.synth.report import write_run_report
 
     out = Path(cfg.out_dir)
+    check_output_dir(out, "out_dir")  # before anything is loaded or started
+    note_log("synth", out)
     _, plan = load_plan(cfg)  # fail on missing data or a foreign out_dir before writing
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
     shards.check_resume(shards.read_manifest(out), cfg.fingerprint(), plan)
-    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = asdict(cfg)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
-    result = run_pipeline(cfg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False).encode())
+        result = run_pipeline(cfg)
+    except Exception as e:
+        found = describe(e)
+        if found is None or found[1] != EXIT_WRITE_FAILED:
+            raise
+        done = len(shards.read_manifest(out).get("shards", {})) if out.is_dir() else 0
+        raise OutputError(f"{found[0]}; {done} of {len(plan)} shards are complete in {out} "
+                          "(listed in its manifest.json)", found[2]) from e
     return write_run_report(cfg_dict, cfg.seed, out, result)
 
 
@@ -48,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run(cfg)
     except (FileNotFoundError, ValueError) as e:  # missing data, a foreign out_dir
-        print(f"selfdebug synth: {e}", file=sys.stderr)
-        return 2
+        return report_expected("selfdebug synth", e)
     shards = report["shards"]
     print((Path(cfg.out_dir) / "synth_report.md").read_text())
     if shards["incomplete"]:

@@ -42,6 +42,9 @@ class Ledger:
         self.expected_debug: dict[str, int] = {}
         self.debug: dict[str, dict[str, dict]] = defaultdict(dict)
         self.done: set[str] = set()
+        # rows that arrived again (a retried task or restarted actor upstream), per problem:
+        # stored once, counted for the report
+        self.repeats: dict[str, int] = defaultdict(int)
         self.committed: list[int] = []
         self.started = time.time()
 
@@ -53,7 +56,10 @@ class Ledger:
         for row in rows:
             task = row["task_id"]
             if task in self.done:
+                self.repeats[task] += 1
                 continue
+            if task in self.groups or int(row["sample_index"]) in self.raw[task]:
+                self.repeats[task] += 1
             self.raw[task].setdefault(int(row["sample_index"]), row)
             touched.append(task)
         out = []
@@ -69,6 +75,8 @@ class Ledger:
     def add_samples(self, rows: list[dict]) -> None:
         for row in rows:
             task = row["task_id"]
+            if int(row["sample_index"]) in self.samples[task] or task in self.done:
+                self.repeats[task] += 1
             self.samples[task].setdefault(int(row["sample_index"]), row)
             if len(self.samples[task]) == len(self.groups.get(task, ())):
                 wrong = sum(R.is_refinable(r) for r in self.samples[task].values())
@@ -77,6 +85,8 @@ class Ledger:
 
     def add_debug(self, rows: list[dict]) -> None:
         for row in rows:
+            if row["record_id"] in self.debug[row["task_id"]] or row["task_id"] in self.done:
+                self.repeats[row["task_id"]] += 1
             self.debug[row["task_id"]].setdefault(row["record_id"], row)
         self._check({r["task_id"] for r in rows})
 
@@ -97,7 +107,7 @@ class Ledger:
         files = S.write_shard(self.out_dir, shard, samples, debug)
         self.manifest["shards"][str(shard)] = {
             "task_ids": tasks, "files": files, "stats": shard_stats(samples, debug),
-            "committed_at": time.time(),
+            "committed_at": time.time(), "repeated_rows": sum(self.repeats[t] for t in tasks),
         }
         S.write_manifest(self.out_dir, self.manifest)
         self.committed.append(shard)
@@ -109,7 +119,7 @@ class Ledger:
     # -------------------------------------------------------------- status
     def progress(self) -> dict:
         return {"committed": list(self.committed), "open": sorted(self.open),
-                "problems_done": len(self.done)}
+                "problems_done": len(self.done), "repeated_rows": sum(self.repeats.values())}
 
 
 def start_ledger(*args):

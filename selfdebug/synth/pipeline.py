@@ -9,10 +9,11 @@ engine pools and the sandbox pools at once and moves rows between them as they a
 ready. The two per-problem steps (dedupe, shard assembly) go through the ledger actor
 (see ledger.py) instead of a groupby, which would be a barrier over the whole dataset.
 
-Engines: when sampling and self-refinement use the same model they share one pool of
-``engine.num_replicas`` engines (`llm.engine_pool`: ray.data.llm binds a pool to one
-operator, and a graph has no cycles); otherwise each operator gets its own
-`ray.data.llm` pool.
+Generation stages all take chat messages (``messages`` JSON) and write the same columns
+(`llm.engine_pool.OUTPUT_COLUMNS`). vLLM sampling runs on an `EnginePool` started once for
+the run; self-refinement with the same model shares it (refine requests first). A separate
+refine model (or ``share_engines: false``) gets its own `ray.data.llm` batch engines; an
+OpenAI-compatible endpoint (``sampler: api``, ``refiner: teacher``) a `teacher_stage`.
 """
 
 from __future__ import annotations
@@ -22,23 +23,27 @@ import time
 from dataclasses import asdict, replace
 
 import selfdebug
-from selfdebug.synth import rows as R
-from selfdebug.synth import shards as S
-from selfdebug.synth.config import SynthConfig, resolve_model, resolve_source
+from selfdebug.config import resolve_model
+from selfdebug.synth import rows, shards
+from selfdebug.synth.config import SynthConfig, resolve_source, shares_engines
 
 
 def load_plan(cfg: SynthConfig):
-    """(problems by task id, shard plan) in load order."""
+    """(problems by task id, shard plan) in load order, over every source of the run."""
     from selfdebug.problems import load_problems
 
-    problems = load_problems(resolve_source(cfg.source), split=cfg.split or None,
-                             limit=cfg.limit)
-    if not problems:
-        raise ValueError(f"no problems in {cfg.source!r} (split={cfg.split!r})")
-    by_id = {p.task_id: p for p in problems}
-    if len(by_id) != len(problems):
-        raise ValueError(f"{cfg.source}: duplicate task ids")
-    return by_id, S.plan_shards(list(by_id), cfg.shard_size)
+    by_id: dict = {}
+    for spec in cfg.problem_sources():
+        problems = load_problems(resolve_source(spec.source), split=spec.split or None,
+                                 limit=spec.limit)
+        if not problems:
+            raise ValueError(f"no problems in {spec.source!r} (split={spec.split!r})")
+        for p in problems:
+            if p.task_id in by_id:
+                raise ValueError(f"{spec.source}: task id {p.task_id!r} appears twice (in "
+                                 "this source or an earlier one of the run)")
+            by_id[p.task_id] = p
+    return by_id, shards.plan_shards(list(by_id), cfg.shard_size)
 
 
 def _sampling(s, seed: int, n: int | None = None):
@@ -68,42 +73,42 @@ def sampling_params_json(cfg: SynthConfig) -> str:
     return json.dumps({"sample": sample, "refine": refine, "modes": cfg.modes}, sort_keys=True)
 
 
-def shares_engines(cfg: SynthConfig) -> bool:
-    """Sampling and refinement on one engine pool: both vLLM, same model."""
-    return (cfg.share_engines and cfg.sampler == "vllm" and cfg.refiner == "self"
-            and cfg.refine_model in ("", cfg.model))
+def sample_stage(cfg: SynthConfig, pool):
+    """The initial-sampling generation stage (``ds -> ds``)."""
+    from selfdebug.llm.engine_pool import SAMPLE_PRIORITY
+    from selfdebug.llm.teacher import teacher_stage
+
+    sampling = _sampling(cfg.sampling, cfg.seed)
+    if cfg.sampler == "api":
+        return teacher_stage(replace(cfg.sampler_api, n=sampling.n), num_actors=cfg.api_actors,
+                             batch_size=cfg.api_batch_size, num_cpus=cfg.map_cpus)
+    return pool.ray_data_stage(sampling, priority=SAMPLE_PRIORITY, num_cpus=cfg.map_cpus)
 
 
-def _generator(cfg, *, api: bool, api_config, engine, sampling, request: str, output: str,
-               index: str, tokens: str, error: str, engines=None, priority: int = 0):
-    """A ``ds -> ds`` generation stage: vLLM engines (``engines``: a shared pool, else
-    ray.data.llm's own), or an OpenAI-compatible endpoint."""
-    cols = dict(output_column=output, sample_column=index, tokens_column=tokens,
-                error_column=error)
-    if engines:
-        from selfdebug.llm.engine_pool import build_pool_generator
+def refine_stage(cfg: SynthConfig, pool, refine_model: str):
+    """The refinement generation stage: the shared pool, the teacher, or own engines."""
+    from selfdebug.llm.engine_pool import REFINE_PRIORITY
+    from selfdebug.llm.generate import batch_stage
+    from selfdebug.llm.teacher import teacher_stage
 
-        return build_pool_generator(engines, engine, sampling, priority=priority, chat=True,
-                                    num_cpus=cfg.map_cpus, prompt_column=request, **cols)
-    if api:
-        from selfdebug.llm.teacher import build_teacher_generator
-
-        return build_teacher_generator(replace(api_config, n=sampling.n), messages_column=request,
-                                       num_actors=cfg.api_actors, batch_size=cfg.api_batch_size,
-                                       num_cpus=cfg.map_cpus, **cols)
-    from selfdebug.llm.generate import build_generator
-
-    return build_generator(engine, sampling, prompt_column=request, **cols)
+    sampling = _sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts)
+    if cfg.refiner == "teacher":
+        return teacher_stage(replace(cfg.teacher, n=sampling.n), num_actors=cfg.api_actors,
+                             batch_size=cfg.api_batch_size, num_cpus=cfg.map_cpus)
+    if shares_engines(cfg):
+        return pool.ray_data_stage(sampling, priority=REFINE_PRIORITY, num_cpus=cfg.map_cpus)
+    return batch_stage(cfg.refine_engine.for_model(refine_model), sampling,
+                       num_cpus=cfg.map_cpus)
 
 
 def _to_rows(batch) -> list[dict]:
     return batch.to_pylist()
 
 
-def _from_rows(rows: list[dict]):
+def _from_rows(records: list[dict]):
     import pyarrow as pa
 
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(records)
 
 
 def _dedupe(batch, ledger):
@@ -127,34 +132,26 @@ def _record_debug(batch, ledger):
 
 
 def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
-                  pending: list[int], ledger, sample_model: str, refine_model: str,
-                  engines=None):
+                  pending: list[int], ledger, refine_model: str, pool=None):
     """The lazy dataset for the ``pending`` shards; consuming it runs the pipeline.
-    ``engines``: the shared engine pool (`shares_engines`), else None."""
+    ``pool``: the sampling model's `EnginePool` (None with ``sampler: api``)."""
     import ray
 
-    from selfdebug.llm.engine_pool import REFINE_PRIORITY, SAMPLE_PRIORITY
+    from selfdebug.problems.shots import shots_for_model
     from selfdebug.sandbox.actor import execute_dataset
 
     small = {"num_cpus": cfg.map_cpus}
     arrow = {"batch_format": "pyarrow", **small}
     barrier = (lambda ds: ds.materialize()) if cfg.staged else (lambda ds: ds)
-    sample_api, refine_api = cfg.sampler == "api", cfg.refiner == "teacher"
 
-    # Prompts: a shared engine pool renders messages (JSON) with its own tokenizer; for
-    # ray.data.llm they are rendered here, once (one tokenizer load, not one per worker).
-    render_with = None if sample_api or engines else sample_model
-    items = [{**R.problem_row(problems[t], s), "gen_request": R.generate_request(
-        problems[t].prompt, render_with)} for s in pending for t in plan[s]]
+    # few-shot turns for a base sampling model (one without a chat template) only
+    shots = shots_for_model(cfg.few_shot, "" if cfg.sampler == "api" else
+                            resolve_model(cfg.model), problems)
+    items = [{**rows.problem_row(problems[t], s),
+              "messages": rows.generate_request(problems[t].prompt, shots)}
+             for s in pending for t in plan[s]]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(pending)))
-    sample = _generator(
-        cfg, api=sample_api, api_config=cfg.sampler_api,
-        engine=None if sample_api else cfg.engine.for_model(sample_model),
-        sampling=_sampling(cfg.sampling, cfg.seed), request="gen_request",
-        output="completion", index="sample_index", tokens="sample_tokens",
-        error="generation_error", engines=engines, priority=SAMPLE_PRIORITY)
-    # drop_columns' tasks default to a whole CPU: on a 2-CPU cluster they never ran (#17)
-    ds = barrier(sample(ds).map(R.extract_sample, **small).drop_columns(["gen_request"], **small))
+    ds = barrier(sample_stage(cfg, pool)(ds).map(rows.extract_sample, **small))
     ds = barrier(ds.map_batches(_dedupe, fn_kwargs={"ledger": ledger}, **arrow))
 
     problems_ref = ray.put(problems)
@@ -162,25 +159,13 @@ def build_dataset(cfg: SynthConfig, problems: dict, plan: dict[int, list[str]],
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="code", **execute))
     ds = ds.map_batches(_record_samples, fn_kwargs={"ledger": ledger}, **arrow)
 
-    if refine_api or engines:  # messages JSON: nothing to render, plain (fused) tasks
-        ds = ds.flat_map(R.refine_requests, fn_kwargs={"modes": list(cfg.modes),
-                                                       "model": None}, **small)
-    else:
-        ds = ds.flat_map(R.RefineRequests, fn_constructor_kwargs={
-            "modes": list(cfg.modes), "model": refine_model},
-            compute=ray.data.ActorPoolStrategy(size=1), **small)
-    refine = _generator(
-        cfg, api=refine_api, api_config=cfg.teacher,
-        engine=None if refine_api else (cfg.engine if engines else cfg.refine_engine
-                                        ).for_model(refine_model),
-        sampling=_sampling(cfg.refine_sampling, cfg.seed + 1, cfg.attempts),
-        request="refine_request", output="reply", index="attempt", tokens="refine_tokens",
-        error="refine_error", engines=engines, priority=REFINE_PRIORITY)
-    ds = barrier(refine(barrier(ds)).map(R.extract_refinement, **small))
+    ds = ds.flat_map(rows.refine_requests, fn_kwargs={"modes": list(cfg.modes)}, **small)
+    refine = refine_stage(cfg, pool, refine_model)
+    ds = barrier(refine(barrier(ds)).map(rows.extract_refinement, **small))
     ds = barrier(execute_dataset(ds, problems_ref, cfg.sandbox, code_column="refined_code",
                                  prefix="refined_", **execute))
     names = model_names(cfg)
-    ds = ds.map(R.debug_record, fn_kwargs={
+    ds = ds.map(rows.debug_record, fn_kwargs={
         "sample_model": names[0], "refine_model": names[1],
         "sampling_params": sampling_params_json(cfg),
         "pipeline_version": selfdebug.PIPELINE_VERSION}, **small)
@@ -222,10 +207,10 @@ def run_pipeline(cfg: SynthConfig) -> dict:
 
     cfg.validate()
     problems, plan = load_plan(cfg)
-    manifest = S.read_manifest(cfg.out_dir)
-    S.check_resume(manifest, cfg.fingerprint(), plan)
-    S.clean_temp_files(cfg.out_dir)
-    pending = S.pending_shards(manifest, plan)
+    manifest = shards.read_manifest(cfg.out_dir)
+    shards.check_resume(manifest, cfg.fingerprint(), plan)
+    shards.clean_temp_files(cfg.out_dir)
+    pending = shards.pending_shards(manifest, plan)
     result = {"shards": len(plan), "pending_before": len(pending), "committed": [],
               "stages": [], "wall_s": 0.0, "incomplete": []}
     if not pending:
@@ -239,14 +224,13 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     debug_per_wrong = cfg.attempts * len(cfg.modes)
     ledger = start_ledger(cfg.out_dir, plan, cfg.sampling.n, debug_per_wrong,
                           cfg.fingerprint())
-    engines = []
-    if shares_engines(cfg):
-        from selfdebug.llm.engine_pool import start_engines
+    pool = None
+    if cfg.sampler == "vllm":
+        from selfdebug.llm.engine_pool import EnginePool
 
-        engines = start_engines(cfg.engine.for_model(sample_model))
+        pool = EnginePool.start(cfg.engine.for_model(sample_model), name="synth")
     try:
-        ds = build_dataset(cfg, problems, plan, pending, ledger, sample_model, refine_model,
-                           engines)
+        ds = build_dataset(cfg, problems, plan, pending, ledger, refine_model, pool)
         records = 0
         with Watchdog("synth", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
                       probe=lambda: ray.get(ledger.progress.remote(), timeout=30)) as wd:
@@ -254,8 +238,9 @@ def run_pipeline(cfg: SynthConfig) -> dict:
                 records += batch.num_rows
         progress = ray.get(ledger.progress.remote())
     finally:  # committed shards are on disk already; a failed run resumes from them
-        for actor in [ledger, *engines]:
-            ray.kill(actor)
+        ray.kill(ledger)
+        if pool is not None:
+            pool.shutdown()
     result.update(committed=progress["committed"], incomplete=progress["open"],
                   wall_s=time.time() - t0, stages=stage_times(ds), debug_rows_streamed=records)
     return result

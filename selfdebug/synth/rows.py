@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 
 from selfdebug.llm import prompts
 from selfdebug.llm.extract import extract_code, extract_explanation
@@ -31,32 +30,20 @@ def to_program(code: str, entry_point: str, completion_prefix: str) -> str:
     return code
 
 
-@lru_cache(maxsize=4)
-def _tokenizer(model: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model)
-
-
-def render(messages: list[dict], model: str | None) -> str:
-    """Chat messages → the prompt text for ``model`` (None: the plain template)."""
-    return prompts.render_prompt(_tokenizer(model) if model else None, messages)
-
-
-def request(messages: list[dict], model: str | None) -> str:
-    """A generation request: rendered for ``model``, or messages JSON (an API, or a shared
-    engine pool, renders it)."""
-    return render(messages, model) if model else json.dumps(messages)
-
-
-def generate_request(problem_prompt: str, model: str | None) -> str:
-    """The generate prompt as a request (see :func:`request`)."""
-    return request(prompts.generate_messages(problem_prompt), model)
+def generate_request(problem_prompt: str,
+                     shots: list[tuple[str, str]] | None = None) -> str:
+    """The generate conversation as a request: chat messages JSON (every generation stage
+    takes it in ``messages``; an engine renders it with its model's template). ``shots``:
+    few-shot turns first (base models)."""
+    return json.dumps(prompts.generate_messages(problem_prompt, shots))
 
 
 def extract_sample(row: dict) -> dict:
-    """The program out of a sampled reply."""
-    row["code"] = to_program(extract_code(row["completion"] or ""), row["entry_point"],
+    """The program out of a sampled reply (the generation stage's columns → a sample's)."""
+    del row["messages"]
+    row["completion"] = row.pop("generated_text") or ""
+    row["sample_tokens"] = int(row.pop("num_generated_tokens") or 0)
+    row["code"] = to_program(extract_code(row["completion"]), row["entry_point"],
                              row["completion_prefix"])
     return row
 
@@ -90,9 +77,10 @@ def is_refinable(row: dict) -> bool:
     return row["status"] != "passed" and not row.get("generation_error")
 
 
-def refine_requests(row: dict, *, modes: list[str], model: str | None) -> list[dict]:
-    """``flat_map``: one request per mode for a wrong sample (the generator makes the
-    attempts). ``model`` renders the prompt for vLLM; None gives messages JSON (teacher)."""
+def refine_requests(row: dict, *, modes: list[str]) -> list[dict]:
+    """``flat_map``: one request per mode for a wrong sample (the generation stage makes
+    the attempts, numbered in its ``sample_index``: the wrong sample's index travels as
+    ``wrong_index`` meanwhile)."""
     if not is_refinable(row):
         return []
     out = []
@@ -101,32 +89,23 @@ def refine_requests(row: dict, *, modes: list[str], model: str | None) -> list[d
         out.append({
             "task_id": row["task_id"], "source": row["source"], "prompt": row["prompt"],
             "entry_point": row["entry_point"], "completion_prefix": row["completion_prefix"],
-            "shard": row["shard"], "sample_index": int(row["sample_index"]),
+            "shard": row["shard"], "wrong_index": int(row["sample_index"]),
             "wrong_code": row["code"], "wrong_status": row["status"],
             "wrong_passed": int(row["passed"]), "wrong_total": int(row["total"]),
-            "feedback": row["feedback"], "mode": mode,
-            "refine_request": request(messages, model),
+            "feedback": row["feedback"], "mode": mode, "messages": json.dumps(messages),
         })
     return out
 
 
-class RefineRequests:
-    """``flat_map`` with an actor pool: :func:`refine_requests` with the tokenizer loaded
-    once. As plain tasks, every Ray worker that ran one imported transformers and loaded
-    the tokenizer itself (≈ 7 CPU-seconds each, a tenth of a CPU run's time)."""
-
-    def __init__(self, modes: list[str], model: str | None):
-        self.modes, self.model = modes, model
-        if model:
-            _tokenizer(model)
-
-    def __call__(self, row: dict) -> list[dict]:
-        return refine_requests(row, modes=self.modes, model=self.model)
-
-
 def extract_refinement(row: dict) -> dict:
-    """Explanation and fixed program out of a refinement reply."""
-    reply = row.pop("reply") or ""
+    """Explanation and fixed program out of a refinement reply (the generation stage's
+    columns → attempt, refine_tokens, refine_error; sample_index is the wrong sample's)."""
+    del row["messages"]
+    row["attempt"] = int(row.pop("sample_index"))
+    row["sample_index"] = int(row.pop("wrong_index"))
+    row["refine_tokens"] = int(row.pop("num_generated_tokens") or 0)
+    row["refine_error"] = row.pop("generation_error") or ""
+    reply = row.pop("generated_text") or ""
     row["explanation"] = extract_explanation(reply) if row["mode"] == "explain_refine" else ""
     row["refined_code"] = to_program(extract_code(reply), row["entry_point"],
                                      row["completion_prefix"])

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from selfdebug.config import add_config_arguments, load_job_config
+from selfdebug.errors import report_expected
 from selfdebug.train.config import SFTConfig
 
 
@@ -83,8 +84,8 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
     with ``tokenizer``, default the model's)."""
     from collections import Counter
 
+    from selfdebug.config import resolve_model
     from selfdebug.train.data import PACK_WINDOW, build_examples, rows_from_examples
-    from selfdebug.train.loop import resolve_model
     from selfdebug.train.schedule import plan_schedule, row_counts, warmup_problem
 
     scratch = Path(tempfile.mkdtemp(prefix="sft-plan-"))
@@ -109,14 +110,66 @@ def plan(cfg: SFTConfig, tokenizer: str = "") -> dict:
             "tokenizer": tok, **schedule.summary()}
 
 
+def check_inputs(cfg: SFTConfig) -> None:
+    """Inputs and output paths, before any cluster starts (selfdebug/errors.py)."""
+    from selfdebug.dataset import check_synthesis_outputs
+    from selfdebug.errors import check_output_dir
+
+    if cfg.storage_is_local:
+        check_output_dir(cfg.storage_path.removeprefix("file://"), "storage_path")
+        check_output_dir(cfg.resolved_output_dir(), "out_dir")
+        check_output_dir(cfg.resolved_log_dir(), "log_dir")
+    else:
+        for key in ("out_dir", "log_dir"):
+            check_output_dir(getattr(cfg, key), key)
+    if cfg.data_dirs:
+        check_synthesis_outputs(cfg.data_dirs)
+    else:  # the fixture dataset, made from an MBPP file
+        from selfdebug.errors import InputNotFound
+        from selfdebug.train.fixture_data import default_mbpp_path
+
+        mbpp = Path(cfg.mbpp_path) if cfg.mbpp_path else default_mbpp_path()
+        if mbpp is None or not mbpp.is_file():
+            raise InputNotFound(f"data_dirs is empty and the fixture dataset's MBPP file "
+                                f"{mbpp or '../shared/data/mbpp.jsonl'} does not exist",
+                                "set data_dirs to synthesis outputs, or mbpp_path / "
+                                "SELFDEBUG_SHARED_DATA")
+
+
+def export_model(checkpoint_model: Path, out: Path) -> None:
+    """Copy the exported model to ``out`` whole or not at all: a copy beside it, renamed
+    over the old one only once complete (a full disk leaves the previous model in place)."""
+    from selfdebug.errors import OutputError
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(checkpoint_model, tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"could not write the final model to {out} ({e})",
+                          f"the trained model is kept in the checkpoint {checkpoint_model}; "
+                          "free space and re-run the same command (no step is trained "
+                          "again)") from e
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``out_dir``; returns a summary."""
+    from selfdebug.config import resolve_model
+    from selfdebug.errors import note_log
     from selfdebug.progress import Watchdog
     from selfdebug.ray_utils import init_ray
     from selfdebug.resources import describe, fit_to_cluster, sft_holders
-    from selfdebug.train.loop import resolve_model
 
+    check_inputs(cfg)  # first: nothing built, loaded or started for a bad path
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
+    note_log("sft", cfg.resolved_log_dir())
     init_ray(cfg.ray_address or None)
     cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
@@ -127,7 +180,7 @@ def run(cfg: SFTConfig) -> dict:
         raise result.error
     out = cfg.resolved_output_dir()
     with result.checkpoint.as_directory() as d:
-        shutil.copytree(Path(d) / "model", out, dirs_exist_ok=True)
+        export_model(Path(d) / "model", out)
         report = json.loads((Path(d) / "logs" / "sft_report.json").read_text())
     return {"out_dir": str(out), "checkpoint": result.checkpoint.path,
             "log_dir": str(cfg.resolved_log_dir()), **report["summary"]}
@@ -149,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = plan(cfg, args.tokenizer) if args.dry_run else run(cfg)
     except ValueError as e:  # a schedule that cannot work, no examples: the message says why
-        print(f"selfdebug sft: {e}", file=sys.stderr)
-        return 2
+        # (other failures are reported by selfdebug.errors.run_command)
+        return report_expected("selfdebug sft", e)
     print(json.dumps(summary, indent=2, default=str))
     if summary.get("error"):  # --dry-run: the plan is printed, and what a run would refuse
         print(f"selfdebug sft: {summary['error']}", file=sys.stderr)

@@ -114,7 +114,7 @@ def load_shard(name: str, cfg, rank: int, world: int, tokenizer_path: str,
 
         try:
             shard = ray.train.get_dataset_shard(name)
-        except KeyError:  # Ray Train v2 raises for a dataset not passed (an empty split)
+        except KeyError:  # Ray Train v2: a dataset not given (no validation examples)
             shard = None
         rows = [] if shard is None else [_as_row(r) for r in shard.iter_rows()]
     else:

@@ -102,7 +102,28 @@ def raw_examples(data_dirs: str | Path | list, one_per_sample: bool = False) -> 
         "explanation", "refined_code", "correct"])
     samples = read_samples(dirs, columns=["task_id", "prompt", "sample_index", "code",
                                           "status"])
-    return examples_from_records(debug, samples, one_per_sample)
+    out = examples_from_records(debug, samples, one_per_sample) + ready_examples(dirs)
+    return sorted(out, key=lambda e: e["example_id"])
+
+
+def ready_examples(dirs: list[str]) -> list[dict]:
+    """Examples already in this form, in ``examples/*.parquet`` of the data dirs (the
+    demo's pretraining data, which is no synthesis output: its targets are partly wrong on
+    purpose)."""
+    import pyarrow.parquet as pq
+
+    from selfdebug.dataset import synthesis_files
+
+    out = []
+    for d in dirs:
+        fs, files = synthesis_files(d, "examples")
+        for f in files:
+            for r in pq.read_table(f, filesystem=fs).to_pylist():
+                if r["kind"] not in KINDS:
+                    raise ValueError(f"{f}: unknown example kind {r['kind']!r}; known: {KINDS}")
+                out.append({k: r[k] for k in ("example_id", "task_id", "kind", "messages",
+                                              "answer")})
+    return out
 
 
 def is_validation(task_id: str, val_fraction: float) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from selfdebug.config import resolve_model
 from selfdebug.train import checkpoint as ckpt
 from selfdebug.train.checkpoint import TrainState
 from selfdebug.train.config import SFTConfig
@@ -44,16 +45,6 @@ from selfdebug.train.schedule import plan_schedule, row_counts
 
 class InjectedFailure(RuntimeError):
     """Raised by ``fail_after_step`` to test resumption."""
-
-
-def resolve_model(model: str) -> str:
-    """``tiny`` → the tiny local Llama (built once under .cache/); else unchanged."""
-    if model in ("", "tiny"):
-        from selfdebug.llm.tiny_model import build_tiny_model
-
-        return str(build_tiny_model(Path(__file__).resolve().parents[2] / ".cache" / "tiny-model"))
-    # A local directory becomes absolute: Ray workers run in other working directories.
-    return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
 def _n_targets(batch: dict) -> int:
@@ -141,9 +132,10 @@ def train_loop(config: dict) -> dict:
     log_dir = cfg.resolved_log_dir()
     log = None
     if rank == 0:
-        from selfdebug.train.metrics import MetricsLog
+        from selfdebug.train.metrics import MetricsLog, log_attempt
 
         log = MetricsLog(log_dir, resume_step=resumed_at)
+        log_attempt(log_dir, resumed_at)  # restarts are counted in the report
         print(f"[sft] {world} worker(s), {len(train_rows)} train / {len(val_rows)} val rows "
               f"per worker, {plan.examples} examples, ≈{plan.examples_per_step:.1f} examples "
               f"and {gas} micro-batch(es) per step, {steps_per_epoch} steps/epoch, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfdebug.metadata import run_metadata, write_report
-from selfdebug.train.metrics import read_metrics
+from selfdebug.train.metrics import read_attempts, read_metrics
 
 REPORT_NAME = "sft_report"
 
@@ -38,6 +38,7 @@ def write_sft_report(log_dir: Path, config: dict, summary: dict) -> dict:
     val = [r for r in records if r.get("split") == "val"]
     plot_loss(records, log_dir / "loss_curve.png")
     tps = [r["tokens_per_s"] for r in train[1:] if "tokens_per_s" in r]  # skip warm-up step
+    attempts = read_attempts(log_dir)
     data = {
         "summary": {
             **summary,
@@ -46,6 +47,9 @@ def write_sft_report(log_dir: Path, config: dict, summary: dict) -> dict:
             "first_val_loss": val[0]["loss"] if val else None,
             "last_val_loss": val[-1]["loss"] if val else None,
             "mean_tokens_per_s": sum(tps) / len(tps) if tps else None,
+            # each start after the first: a Ray Train restart or a re-run of the command
+            "restarts": max(len(attempts) - 1, 0),
+            "resumed_at_steps": [a["resumed_at"] for a in attempts[1:]],
         },
         "val_loss": [{"step": r["step"], "loss": r["loss"]} for r in val],
         "metadata": run_metadata(seed=config.get("seed"), config=config),
@@ -72,6 +76,8 @@ def write_sft_report(log_dir: Path, config: dict, summary: dict) -> dict:
           f"- train loss: {fmt(s['first_train_loss'])} → {fmt(s['last_train_loss'])}",
           f"- validation loss: {fmt(s['first_val_loss'])} → {fmt(s['last_val_loss'])}",
           f"- tokens/s (real tokens, all workers): {fmt(s['mean_tokens_per_s'])}",
+          f"- restarts: {s['restarts']} (resumed at steps {s['resumed_at_steps']}: a "
+          "restart redoes only the steps after its checkpoint)",
           f"- git revision: `{data['metadata']['git_revision']}`, seed {config.get('seed')}",
           "", "![loss curve](loss_curve.png)"]
     write_report(log_dir, REPORT_NAME, data, "\n".join(md))

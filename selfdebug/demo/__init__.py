@@ -1,0 +1,1 @@
+"""`selfdebug demo`: LeDex at CPU scale on the procedural world (see cli.py)."""

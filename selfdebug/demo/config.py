@@ -1,0 +1,109 @@
+"""`DemoConfig`: every knob of `selfdebug demo` (YAML + key=value overrides)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from selfdebug.config import SandboxSection
+from selfdebug.llm.config import EngineSection
+from selfdebug.world.generate import WorldConfig
+
+ARMS = ("method", "generation_only")
+
+
+@dataclass
+class BaseModelConfig:
+    """The tiny Llama pretrained from scratch on the world's description → code pairs."""
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    layers: int = 3
+    heads: int = 4  # head size 32: vLLM's CPU attention needs ≥ 32
+    intermediate_size: int = 256
+    max_position_embeddings: int = 1024
+    problems: int = 3000  # pretraining problems (training combinations, own seed stream)
+    mutated_fraction: float = 0.3  # targets replaced by a wrong program (the base model errs)
+    repair_fraction: float = 0.12  # share of repair-format examples (regular families only)
+    repair_noise: float = 0.3  # share of those whose "fix" is another wrong program
+    steps: int = 800
+    lr: float = 2e-3
+    warmup_steps: int = 40
+    batch_examples: int = 16  # examples per optimizer step (packed into rows)
+    micro_batch_size: int = 4  # packed rows per forward pass
+    max_seq_len: int = 512
+    cache_dir: str = ".cache/demo-base"  # pretrained models by config hash (relative: repo)
+
+    def fingerprint(self, world: WorldConfig, seed: int) -> str:
+        blob = {"base": {k: v for k, v in asdict(self).items() if k != "cache_dir"},
+                "world": asdict(world), "seed": seed, "recipe": 1}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SynthSettings:
+    problems: int = 1000  # train problems per round (the first N of the train split)
+    samples: int = 2  # initial samples per problem
+    attempts: int = 4  # repairs per wrong sample (method arm)
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 160
+
+
+@dataclass
+class SFTSettings:
+    epochs: int = 2
+    lr: float = 5e-4
+    warmup_steps: int = 10
+    batch_examples: int = 16  # examples per optimizer step (packed into rows)
+    micro_batch_size: int = 4  # packed rows per forward pass
+    max_seq_len: int = 512
+    num_workers: int = 1
+    cpus_per_worker: float = 2.0
+
+
+@dataclass
+class EvalSettings:
+    problems: int = 200  # held-out problems (the first N of the test split)
+    samples: int = 2  # initial samples per problem (init@1 is their mean)
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 160
+    explain: bool = False  # expl+refine@1 too (the pretrained model never learned to explain)
+
+
+@dataclass
+class DemoConfig:
+    name: str = "demo"
+    out_dir: str = "runs/demo"
+    seed: int = 0
+    ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
+    rounds: int = 3
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    world: WorldConfig = field(default_factory=WorldConfig)
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    synth: SynthSettings = field(default_factory=SynthSettings)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    engine: EngineSection = field(default_factory=lambda: EngineSection(
+        max_model_len=1024, batch_size=64, num_cpus=1.0))
+    sandbox: SandboxSection = field(default_factory=lambda: SandboxSection(
+        timeout_floor=1.0, calibrate=False, workers_per_actor=2))
+
+    def validate(self) -> None:
+        self.world.validate()
+        self.sandbox.validate()
+        bad = sorted(set(self.arms) - set(ARMS))
+        if bad or not self.arms:
+            raise ValueError(f"arms must be a non-empty subset of {list(ARMS)}, got {self.arms}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be ≥ 1, got {self.rounds}")
+        if self.synth.problems > self.world.train_problems:
+            raise ValueError(f"synth.problems {self.synth.problems} > world.train_problems "
+                             f"{self.world.train_problems}")
+        if self.eval.problems > self.world.test_problems:
+            raise ValueError(f"eval.problems {self.eval.problems} > world.test_problems "
+                             f"{self.world.test_problems}")
+        if min(self.synth.samples, self.synth.attempts, self.eval.samples) < 1:
+            raise ValueError("synth.samples, synth.attempts and eval.samples must be ≥ 1")

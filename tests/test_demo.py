@@ -1,0 +1,66 @@
+"""A reduced run of the whole demo (real Ray, vLLM on CPU, sandbox, Ray Train SFT) writes
+a well-formed report; the second call finds the pretrained base model in the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selfdebug.config import load_config
+from selfdebug.demo.config import DemoConfig
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+REDUCED = [
+    "rounds=1", "world.train_problems=60", "world.test_problems=24",
+    "base.problems=200", "base.steps=12", "base.warmup_steps=2",
+    "synth.problems=30", "synth.samples=1", "synth.attempts=2", "synth.max_tokens=64",
+    "sft.epochs=1", "eval.problems=16", "eval.samples=1", "eval.max_tokens=64",
+]
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="arms"):
+        load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["arms=[nope]"]).validate()
+    with pytest.raises(ValueError, match="synth.problems"):
+        load_config(DemoConfig, "jobs/configs/demo-cpu.yaml",
+                    ["synth.problems=5000"]).validate()
+
+
+@pytest.mark.timeout(420)
+def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
+    from selfdebug.demo.run import run_demo
+
+    cfg = load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", REDUCED + [
+        f"out_dir={tmp_path / 'run'}", f"base.cache_dir={tmp_path / 'cache'}"])
+    logs: list[str] = []
+    report = run_demo(cfg, log=logs.append)
+    out = tmp_path / "run"
+    data = json.loads((out / "demo_report.json").read_text())
+    assert (out / "demo_report.md").read_text().startswith("# demo-cpu")
+    assert (out / "demo_rounds.png").stat().st_size > 1000
+    assert len((out / "world.jsonl").read_text().splitlines()) == 84
+    for arm in ("method", "generation_only"):
+        rounds = data["results"][arm]
+        assert [r["round"] for r in rounds] == [0, 1]
+        for r in rounds:
+            assert r["samples"] == 16 and 0 <= r["init@1"] <= r["refine@1"] <= 1
+            assert r["fixed_set_size"] == rounds[0]["fixed_set_size"]
+        sft = data["data"][arm][0]
+        # a 12-step base model may get nothing right: then SFT is skipped, and says so
+        assert sft["steps"] >= 1 if sft["examples"] else sft["skipped"] == "no examples"
+    # the control trains on correct initial samples only
+    assert "refine" not in data["data"]["generation_only"][0]["by_kind"]
+    assert set(data["acceptance"]) >= {"method_refine_gain", "repair_vs_resample",
+                                       "control_refine_gain", "wall_time"}
+    assert data["metadata"]["seed"] == 0 and data["base_model"]["cached"] is False
+    stages = {s["stage"] for s in data["stages"]}
+    assert {"base model", "eval base", "sft r1 method", "eval r1 generation_only"} <= stages
+    assert report["executions"] > 0 and report["generated_tokens"] > 0
+    # a rerun with the same base settings skips pretraining and says so
+    from selfdebug.demo.base_model import pretrained_base
+
+    again = pretrained_base(cfg.world, cfg.base, cfg.seed, log=logs.append)
+    assert again["cached"] and again["path"] == data["base_model"]["path"]
+    assert any("skipping pretraining" in line for line in logs)

@@ -1,0 +1,116 @@
+"""The problem world: determinism, the combination split, hidden constants, canonical
+solutions and the revealing feedback through the real sandbox (no Ray needed)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import re
+
+import pytest
+
+from selfdebug.problems import load_problems
+from selfdebug.sandbox.pool import SandboxPool
+from selfdebug.world.cli import main as world_main
+from selfdebug.world.families import FAMILIES
+from selfdebug.world.generate import WorldConfig, code, generate_world, split_combinations
+from selfdebug.world.mutate import mutate
+
+SMALL = WorldConfig(seed=3, train_problems=240, test_problems=60)
+
+
+def _public(world):
+    return [{k: v for k, v in r.items() if not k.startswith("_")}
+            for s in ("train", "test") for r in world[s]]
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    assert _public(generate_world(SMALL)) == _public(generate_world(SMALL))
+    other = WorldConfig(seed=4, train_problems=240, test_problems=60)
+    assert _public(generate_world(SMALL)) != _public(generate_world(other))
+
+
+def test_heldout_combinations_never_in_train_but_their_operations_are():
+    combos = split_combinations(SMALL)
+    assert combos["test"] and not set(combos["train"]) & set(combos["test"])
+    world = generate_world(SMALL)
+    train = {r["combination"] for r in world["train"]}
+    test = {r["combination"] for r in world["test"]}
+    assert test and not train & test
+    train_ops = {(c.split(":")[0], op) for c in combos["train"]
+                 for op in c.split(":")[1].split(">")[0].split("+")}
+    for c in test:
+        fam = c.split(":")[0]
+        assert all((fam, op) in train_ops for op in c.split(":")[1].split(">")[0].split("+"))
+    # every family is represented in both splits
+    assert {r["family"] for r in world["test"]} == set(FAMILIES)
+
+
+def test_records_are_humaneval_format_with_3_to_5_tests(tmp_path):
+    path = tmp_path / "world.jsonl"
+    assert world_main(["--out", str(path), "--seed", "3", "--train-problems", "40",
+                       "--test-problems", "10"]) == 0
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 50 and lines[0]["task_id"] == "world/train/0"
+    problems = load_problems(path)
+    assert len(problems) == 50
+    for p in problems:
+        assert p.source == "humaneval" and p.entry_point == "f"
+        assert 3 <= len(p.tests.asserts) <= 5
+
+
+def test_bad_world_config_is_refused():
+    with pytest.raises(ValueError, match="unknown families"):
+        generate_world(WorldConfig(families=["arith", "nope"]))
+    with pytest.raises(ValueError, match="tests_per_problem"):
+        generate_world(WorldConfig(tests_per_problem=9))
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    world = generate_world(SMALL)
+    records = world["train"] + world["test"]
+    path = tmp_path_factory.mktemp("world") / "w.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")})
+                            + "\n" for r in records))
+    pool = SandboxPool(load_problems(path), None, 2)
+    yield records, pool
+    pool.close()
+
+
+def test_canonical_solutions_pass_in_the_sandbox(judged):
+    records, pool = judged
+    results = pool.run_many([(r["task_id"], r["prompt"] + r["canonical_solution"])
+                             for r in records])
+    bad = [(r["task_id"], x.feedback) for r, x in zip(records, results) if x.status != "passed"]
+    assert not bad
+    # the short program a model writes (no docstring) passes too
+    results = pool.run_many([(r["task_id"], code(r["_spec"])) for r in records[:50]])
+    assert all(x.status == "passed" for x in results)
+
+
+def test_hidden_constant_is_in_the_first_failing_tests_feedback_only(judged):
+    records, pool = judged
+    rng = random.Random(0)
+    hidden = [r for r in records if r["hidden"]][:40]
+    assert len(hidden) >= 20
+    for r in hidden:
+        constant = r["constant"]
+        assert repr(constant) not in r["prompt"]  # the description does not give it
+        spec = r["_spec"]
+        wrong = code(type(spec)(**{**spec.__dict__, "constant": type(constant)(
+            "zzz" if isinstance(constant, str) else 7)}))
+        result = pool.run(r["task_id"], wrong)
+        assert result.status == "failed"
+        first = result.feedback.splitlines()[0]
+        # `assert f(0) == 49` failed: f(0) returned 7
+        m = re.match(r"`assert f\((.*)\) == (.*)` failed", first)
+        assert m, first
+        assert ast.literal_eval(m.group(1)) == FAMILIES[r["family"]].zero
+        assert ast.literal_eval(m.group(2)) == constant
+    # mutants of every kind really fail
+    for r in records[:60]:
+        m = mutate(r["_spec"], ast.literal_eval(r["inputs"]), rng)
+        if m is not None:
+            assert pool.run(r["task_id"], code(m)).status != "passed"
