@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("selfdebug.serve.cli", "serve the debugger: OpenAI API + /v1/debug (Ray Serve)"),
     "world": ("selfdebug.world.cli", "write the demo's procedural problem world (JSONL)"),
     "demo": ("selfdebug.demo.cli", "CPU-scale LeDex reproduction: self-bootstrap rounds"),
+    "pipeline": ("selfdebug.pipeline.cli", "synth → sft → rl → eval → one report, resumable"),
 }
 
 

@@ -205,10 +205,11 @@ def open_synthesis_output(out_dir: str) -> tuple[object, str, bytes | None]:
         raise InputError(f"synthesis output {out_dir} is not a directory",
                          "give the out_dir of a `selfdebug synth` run in data_dirs")
     text = _read_bytes(fs, f"{root}/{MANIFEST}")
+    # examples/: ready-made SFT examples (the demo's pretraining data, train.examples)
     if text is None and not any(fs.get_file_info(f"{root}/{sub}").type == pafs.FileType.Directory
-                                for sub in ("debug", "samples")):
-        raise InputError(f"{out_dir} is not a synthesis output (no {MANIFEST}, no debug/ or "
-                         "samples/ directory)",
+                                for sub in ("debug", "samples", "examples")):
+        raise InputError(f"{out_dir} is not a synthesis output (no {MANIFEST}, no debug/, "
+                         "samples/ or examples/ directory)",
                          "give the out_dir of a `selfdebug synth` run in data_dirs")
     return fs, root, text
 

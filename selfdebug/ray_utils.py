@@ -104,6 +104,13 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:300] if lines else ""
 
 
+def in_ray_job() -> bool:
+    """True in a `ray job submit` driver: the job supervisor hands it the job's config in
+    this variable (as ray.init reads it), and its cwd is Ray's unpacked working dir."""
+    return ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+            or "runtime_resources" in os.getcwd())
+
+
 def shutdown_ray() -> None:
     """Disconnect now; a local cluster this process started is stopped now.
 

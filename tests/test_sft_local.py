@@ -58,6 +58,11 @@ def test_loop_without_ray_lora_export(tiny_model_dir, shared_data, tmp_path):
     assert sorted(p.name for p in run_dir.glob("checkpoint_*")) == [
         "checkpoint_0000002", "checkpoint_0000003"]
     assert (run_dir / "logs" / "sft_report.md").is_file()
+    # every start of the loop is logged; the report counts restarts (none here)
+    attempts = [json.loads(x) for x in (run_dir / "logs" / "attempts.jsonl").read_text().splitlines()]
+    assert [a["resumed_at"] for a in attempts] == [0]
+    report = json.loads((run_dir / "logs" / "sft_report.json").read_text())
+    assert report["summary"]["restarts"] == 0
 
     import torch
     from safetensors.torch import load_file

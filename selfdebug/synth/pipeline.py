@@ -200,7 +200,9 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     """Run (or resume) the job; returns what happened in this run."""
     import ray
 
+    from selfdebug.progress import Watchdog, watch
     from selfdebug.ray_utils import init_ray
+    from selfdebug.resources import describe, fit_to_cluster, synth_holders
     from selfdebug.synth.ledger import start_ledger
 
     cfg.validate()
@@ -217,6 +219,7 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     refine_model = "" if cfg.refiner == "teacher" else resolve_model(
         cfg.refine_model or cfg.model)
     init_ray(cfg.ray_address or None)
+    cfg, holders = fit_to_cluster(cfg, synth_holders(cfg))  # a joined cluster may be small
     t0 = time.time()
     debug_per_wrong = cfg.attempts * len(cfg.modes)
     ledger = start_ledger(cfg.out_dir, plan, cfg.sampling.n, debug_per_wrong,
@@ -229,8 +232,10 @@ def run_pipeline(cfg: SynthConfig) -> dict:
     try:
         ds = build_dataset(cfg, problems, plan, pending, ledger, refine_model, pool)
         records = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            records += batch.num_rows
+        with Watchdog("synth", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
+                      probe=lambda: ray.get(ledger.progress.remote(), timeout=30)) as wd:
+            for batch in watch(ds.iter_batches(batch_size=None, batch_format="pyarrow"), wd):
+                records += batch.num_rows
         progress = ray.get(ledger.progress.remote())
     finally:  # committed shards are on disk already; a failed run resumes from them
         ray.kill(ledger)

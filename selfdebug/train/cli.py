@@ -163,13 +163,19 @@ def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``out_dir``; returns a summary."""
     from selfdebug.config import resolve_model
     from selfdebug.errors import note_log
+    from selfdebug.progress import Watchdog
     from selfdebug.ray_utils import init_ray
+    from selfdebug.resources import describe, fit_to_cluster, sft_holders
 
     check_inputs(cfg)  # first: nothing built, loaded or started for a bad path
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
     note_log("sft", cfg.resolved_log_dir())
     init_ray(cfg.ray_address or None)
-    result = build_trainer(cfg).fit()
+    cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
+    metrics = cfg.resolved_log_dir() / "metrics.jsonl"
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
+                  probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
+        result = build_trainer(cfg).fit()
     if result.error is not None:  # older Ray versions return instead of raising
         raise result.error
     out = cfg.resolved_output_dir()

@@ -65,6 +65,10 @@ class SFTConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     cpu_shm_comm: bool = False  # DeepSpeed's shm allreduce on CPU (JIT-builds 16-50 s once)
+    # No progress (metrics lines, Ray Data ingest tasks) for this long fails the run naming
+    # the resources it waits for (selfdebug.progress); 0 = wait forever.
+    stall_timeout_s: float = 1800.0
+    fit_resources: bool = True  # scale worker CPUs to the cluster joined (selfdebug.resources)
 
     # --- outputs ---
     storage_path: str = "runs/sft"  # local dir or s3:// / gs:// URI

@@ -1,0 +1,161 @@
+"""`selfdebug pipeline` without a cluster: the plan's wiring, fingerprints, and the
+skip / resume / re-run decisions. The stage jobs themselves are replaced by small
+stand-ins here (they are run for real in test_job_submit_pipeline.py); nothing else is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfdebug.config import ConfigError, load_config
+from selfdebug.pipeline import config as C
+from selfdebug.pipeline.config import PipelineConfig, fingerprint, plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path, *overrides) -> PipelineConfig:
+    cfg = load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml",
+                      [f"run_dir={tmp_path / 'run'}", "stages=[synth,sft,eval]", *overrides])
+    cfg.validate()
+    return cfg
+
+
+def _fps(steps) -> dict[str, str]:
+    fps = {}
+    for s in steps:
+        fps[s.id] = fingerprint(s, [fps[a] for a in s.after])
+    return fps
+
+
+def test_plan_wires_outputs_into_inputs(tmp_path):
+    steps = plan(_cfg(tmp_path))
+    assert [s.id for s in steps] == ["r1-synth", "r1-sft", "eval"]
+    synth, sft, ev = steps
+    run = tmp_path / "run"
+    assert synth.data["out_dir"] == str(run / "r1-synth/out") and synth.data["model"] == "tiny"
+    # this round's synthesis output and the fixture built beside it
+    assert sft.data["data_dirs"] == [str(run / "r1-synth/out"), str(run / "r1-sft/fixture")]
+    assert sft.fixture == str(run / "r1-sft/fixture") and sft.fixture_problems == 16
+    assert sft.data["out_dir"] == str(run / "r1-sft/model")
+    assert sft.after == ["r1-synth"] and ev.after == ["r1-sft"]
+    assert ev.data["models"] == [{"name": "base", "path": "tiny"},
+                                 {"name": "SFT", "path": str(run / "r1-sft/model")}]
+    assert ev.data["n"] == 2 and ev.data["sandbox"]["actors"] == 2  # section over its file
+    for s in steps:
+        s.typed()  # each stage config validates as that job's dataclass
+
+
+def test_rounds_bootstrap_from_the_previous_sft_model(tmp_path):
+    steps = plan(_cfg(tmp_path, "rounds=2", "eval_every_round=true", "sft_data=[synth]"))
+    ids = [s.id for s in steps]
+    assert ids == ["r1-synth", "r1-sft", "r2-synth", "r2-sft", "eval"]
+    by = {s.id: s for s in steps}
+    r1_model = str(tmp_path / "run/r1-sft/model")
+    assert by["r2-synth"].data["model"] == r1_model and by["r2-sft"].data["model"] == r1_model
+    assert by["r2-synth"].data["seed"] != by["r1-synth"].data["seed"]  # new samples
+    assert by["r2-sft"].data["data_dirs"] == [str(tmp_path / "run/r2-synth/out")]
+    assert [m["name"] for m in by["eval"].data["models"]] == ["base", "SFT r1", "SFT r2"]
+
+
+def test_fingerprints_chain_through_what_a_stage_reads(tmp_path):
+    base = _fps(plan(_cfg(tmp_path)))
+    assert len(set(base.values())) == 3
+    ev = _fps(plan(_cfg(tmp_path, "eval.n=3")))
+    assert ev["r1-synth"] == base["r1-synth"] and ev["r1-sft"] == base["r1-sft"]
+    assert ev["eval"] != base["eval"]
+    syn = _fps(plan(_cfg(tmp_path, "synth.attempts=2")))
+    assert all(syn[k] != base[k] for k in base)  # a synth change reaches every stage
+    run_only = _fps(plan(_cfg(tmp_path, "stall_timeout_s=5", "synth.sandbox.actors=3")))
+    assert run_only == base  # how a stage runs is not what it makes
+
+
+def test_bad_configs_are_refused_with_the_reason(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="order"):
+        _cfg(tmp_path, "stages=[sft,synth]")
+    with pytest.raises(ConfigError, match="stages"):
+        _cfg(tmp_path, "stages=[synth,train]")
+    monkeypatch.setattr(C, "rl_available", lambda: False)
+    with pytest.raises(ConfigError, match="selfdebug.rl"):
+        _cfg(tmp_path, "stages=[synth,sft,rl,eval]")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in a job's driver
+    with pytest.raises(ConfigError, match="absolute path"):  # runs/... inside a Ray job's
+        load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml")  # dir: deleted
+    with pytest.raises(ConfigError, match="not found"):
+        plan(_cfg(tmp_path, "synth.config=jobs/configs/nope.yaml"))
+
+
+# ---------------------------------------------------------------- the state machine
+CALLS: list[str] = []
+
+
+def fake_synth(cfg):
+    CALLS.append("synth")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps({"shards": {}}))
+    return {"shards": {"total": 1, "incomplete": []}, "totals": {"all": {"problems": 1}}}
+
+
+def fake_sft(cfg):
+    CALLS.append("sft")
+    if getattr(fake_sft, "fail", False):
+        raise RuntimeError("worker died")
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    return {"out_dir": cfg.out_dir, "steps": 4}
+
+
+def fake_eval(cfg, log=print):
+    CALLS.append("eval")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"results": [], "models": [m.name for m in cfg.models],
+            "benchmarks": [b.name for b in cfg.benchmarks], "modes": cfg.modes, "ks": cfg.ks}
+    (out / "results.json").write_text(json.dumps(data))
+    return data
+
+
+def test_skip_resume_and_rerun_decisions(tmp_path, monkeypatch):
+    from selfdebug.pipeline import run as R
+
+    for kind in ("synth", "sft", "eval"):
+        monkeypatch.setitem(C.KINDS, kind, (C.KINDS[kind][0], f"{__name__}:fake_{kind}"))
+    monkeypatch.setattr("selfdebug.ray_utils.init_ray", lambda *a, **k: None)
+    logs: list[str] = []
+    cfg = _cfg(tmp_path, "sft_data=[synth]")
+    CALLS.clear()
+    data = R.run_pipeline(cfg, log=logs.append)
+    assert CALLS == ["synth", "sft", "eval"]
+    assert [s["status"] for s in data["stages"]] == ["ran", "ran", "ran"]
+    assert data["comparison"]["models"] == ["base", "SFT"]
+    report = (tmp_path / "run/report.md").read_text()
+    assert "## Final comparison" in report and "| r1-sft | ran |" in report
+    for step in ("r1-synth", "r1-sft", "eval"):
+        assert (tmp_path / "run" / step / "config.yaml").is_file()
+
+    CALLS.clear()
+    data = R.run_pipeline(cfg, log=logs.append)
+    assert CALLS == [] and {s["status"] for s in data["stages"]} == {"skipped"}
+
+    CALLS.clear()  # a changed eval config: eval alone re-runs, and the log says why
+    R.run_pipeline(_cfg(tmp_path, "sft_data=[synth]", "eval.n=3"), log=logs.append)
+    assert CALLS == ["eval"]
+    assert any("eval: its config changed" in line for line in logs)
+
+    CALLS.clear()  # a changed synth config: everything after it re-runs; sft fails
+    fake_sft.fail = True
+    changed = _cfg(tmp_path, "sft_data=[synth]", "eval.n=3", "synth.attempts=2")
+    with pytest.raises(RuntimeError, match="worker died"):
+        R.run_pipeline(changed, log=logs.append)
+    assert CALLS == ["synth", "sft"]
+    state = json.loads((tmp_path / "run/r1-sft/stage.json").read_text())
+    assert state["status"] == "running" and "worker died" in state["last_error"]
+    assert any("r1-sft: an earlier stage it reads was re-run" in line for line in logs)
+
+    CALLS.clear()  # the next run resumes the interrupted stage, skipping the finished one
+    fake_sft.fail = False
+    data = R.run_pipeline(changed, log=logs.append)
+    assert CALLS == ["sft", "eval"]
+    assert [s["status"] for s in data["stages"]] == ["skipped", "resumed", "ran"]
