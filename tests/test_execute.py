@@ -148,14 +148,21 @@ def test_killed_sandbox_actor_loses_no_sample(tmp_path, shared_data, ray_cluster
     def kill_one():
         deadline = time.time() + 120
         while not killed and time.time() < deadline:
+            # The actor's own process: processes it forks keep its title, so take the
+            # one whose parent does not carry it.
+            found: dict[int, int] = {}
             for pid in os.listdir("/proc"):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                except (OSError, ValueError):
+                    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     continue
                 if pid.isdigit() and re.search(r"ray::SandboxActor\.(run_rows|judge_rows)", cmd):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
+                    found[int(pid)] = ppid
+            for pid, ppid in found.items():
+                if ppid not in found:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
                     return
             time.sleep(0.1)
 
