@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(900)]
 
 SECRETS = [7, 3, 5, 8]
 
