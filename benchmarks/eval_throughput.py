@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "HumanEval.jsonl.gz"
+# SELFDEBUG_SHARED_DATA as in the tests (a git worktree has no ../shared next to it)
+DATA = Path(os.environ.get("SELFDEBUG_SHARED_DATA") or REPO.parent / "shared" / "data"
+            ) / "HumanEval.jsonl.gz"
 MARK = "EVAL_BASELINE_RESULT "
 
 
