@@ -7,12 +7,11 @@ The vocabulary is the project's: ``model`` / ``engine`` / ``sampling`` as in syn
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from selfdebug.config import SandboxSection
 from selfdebug.llm.config import EngineSection, SamplingConfig
+from selfdebug.train.config import RunPaths
 
 ESTIMATORS = ("ppo", "grpo", "rloo")
 REWARD_KINDS = ("ledex", "codebleu_only")
@@ -35,7 +34,7 @@ class RewardConfig:
 
 
 @dataclass
-class RLConfig:
+class RLConfig(RunPaths):
     name: str = "rl"
     model: str = "tiny"  # the SFT policy: local dir or hub id; "tiny" = the tiny local Llama
     seed: int = 0
@@ -142,28 +141,3 @@ class RLConfig:
 
     def gradient_accumulation(self, world_size: int) -> int:
         return self.mini_batch_size // (self.micro_batch_size * world_size)
-
-    @property
-    def storage_is_local(self) -> bool:
-        return "://" not in self.storage_path or self.storage_path.startswith("file://")
-
-    @property
-    def run_dir(self) -> str:
-        base = self.storage_path.removeprefix("file://")
-        if self.storage_is_local:
-            base = os.path.abspath(base)
-        return f"{base.rstrip('/')}/{self.name}"
-
-    def resolved_log_dir(self) -> Path:
-        if self.log_dir:
-            return Path(self.log_dir).resolve()
-        if self.storage_is_local:
-            return Path(self.run_dir) / "logs"
-        return Path("runs", self.name, "logs").resolve()
-
-    def resolved_output_dir(self) -> Path:
-        if self.out_dir:
-            return Path(self.out_dir).resolve()
-        if self.storage_is_local:
-            return Path(self.run_dir) / "model"
-        return Path("runs", self.name, "model").resolve()

@@ -12,8 +12,39 @@ KINDS = ("refine", "explain_refine", "generate")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+class RunPaths:
+    """Where a training job (SFT, RL) keeps checkpoints, logs and its exported model; the
+    job's dataclass has ``storage_path``, ``name``, ``log_dir`` and ``out_dir``."""
+
+    @property
+    def storage_is_local(self) -> bool:
+        return "://" not in self.storage_path or self.storage_path.startswith("file://")
+
+    @property
+    def run_dir(self) -> str:
+        """Where this run's checkpoints live (a URI when storage is remote)."""
+        base = self.storage_path.removeprefix("file://")
+        if self.storage_is_local:
+            base = os.path.abspath(base)
+        return f"{base.rstrip('/')}/{self.name}"
+
+    def resolved_log_dir(self) -> Path:
+        if self.log_dir:
+            return Path(self.log_dir).resolve()
+        if self.storage_is_local:
+            return Path(self.run_dir) / "logs"
+        return Path("runs", self.name, "logs").resolve()
+
+    def resolved_output_dir(self) -> Path:
+        if self.out_dir:
+            return Path(self.out_dir).resolve()
+        if self.storage_is_local:
+            return Path(self.run_dir) / "model"
+        return Path("runs", self.name, "model").resolve()
+
+
 @dataclass
-class SFTConfig:
+class SFTConfig(RunPaths):
     name: str = "sft"
     model: str = ""  # local dir or hub id; "tiny" = build the tiny local Llama
     seed: int = 0
@@ -123,29 +154,3 @@ class SFTConfig:
             return None
         return LoraSpec(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
                         target_modules=list(self.lora_target_modules))
-
-    @property
-    def storage_is_local(self) -> bool:
-        return "://" not in self.storage_path or self.storage_path.startswith("file://")
-
-    @property
-    def run_dir(self) -> str:
-        """Where this run's checkpoints live (a URI when storage is remote)."""
-        base = self.storage_path.removeprefix("file://")
-        if self.storage_is_local:
-            base = os.path.abspath(base)
-        return f"{base.rstrip('/')}/{self.name}"
-
-    def resolved_log_dir(self) -> Path:
-        if self.log_dir:
-            return Path(self.log_dir).resolve()
-        if self.storage_is_local:
-            return Path(self.run_dir) / "logs"
-        return Path("runs", self.name, "logs").resolve()
-
-    def resolved_output_dir(self) -> Path:
-        if self.out_dir:
-            return Path(self.out_dir).resolve()
-        if self.storage_is_local:
-            return Path(self.run_dir) / "model"
-        return Path("runs", self.name, "model").resolve()
