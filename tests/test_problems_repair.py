@@ -132,7 +132,7 @@ def test_repair_benchmarks_are_columns_of_the_eval_report(ray_cluster, tmp_path)
     fix = dict(HEFIX, task_id="Python/1")
     hef = _write(tmp_path / "humanevalpack.jsonl", [HEFIX, fix])
     lcb = _write(tmp_path / "test.jsonl", LCB)
-    cfg = EvalConfig(output_dir=str(tmp_path / "out"), n=1, rounds=1, ks=[1],
+    cfg = EvalConfig(out_dir=str(tmp_path / "out"), n=1, rounds=1, ks=[1],
                      models=[ModelSpec("oracle", engine="oracle")],
                      benchmarks=[BenchmarkSpec("HumanEvalFix", str(hef)),
                                  BenchmarkSpec("LiveCodeBench", str(lcb),
