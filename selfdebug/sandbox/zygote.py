@@ -183,6 +183,11 @@ def main() -> None:
     gc.freeze()
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     sys.path[1:1] = cfg.get("sys_path") or []  # the allowed packages, nothing else
+    # `-S` (no site-packages) also leaves out the builtins exit() and quit(), which
+    # programs call (many competitive-programming solutions end with exit()).
+    import site
+
+    site.setquit()
     ctl = socket.socket(fileno=int(cfg["ctl_fd"]))
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
