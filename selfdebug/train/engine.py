@@ -117,14 +117,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     raise ValueError(f"precision {precision!r}: use auto, bf16 or fp32")
 
 
-def build_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | None = None,
-                gradient_checkpointing: bool = False, attn_implementation: str = "sdpa"):
-    """A causal LM from ``model_path`` for training (no KV cache), LoRA-wrapped when
-    ``lora.r > 0``. Under ZeRO-3, build an ``HfDeepSpeedConfig`` first (see `zero3_init`)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=dtype, attn_implementation=attn_implementation)
+def _for_training(model, lora: LoraSpec | None, gradient_checkpointing: bool, task_type: str):
+    """No KV cache, optional gradient checkpointing, LoRA-wrapped when ``lora.r > 0``."""
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -135,8 +129,19 @@ def build_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | None = 
             model.enable_input_require_grads()
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+            target_modules=list(lora.target_modules), task_type=task_type))
     return model
+
+
+def build_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | None = None,
+                gradient_checkpointing: bool = False, attn_implementation: str = "sdpa"):
+    """A causal LM from ``model_path`` for training (no KV cache), LoRA-wrapped when
+    ``lora.r > 0``. Under ZeRO-3, build an ``HfDeepSpeedConfig`` first (see `zero3_init`)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=dtype, attn_implementation=attn_implementation)
+    return _for_training(model, lora, gradient_checkpointing, "CAUSAL_LM")
 
 
 def build_value_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | None = None,
@@ -147,18 +152,7 @@ def build_value_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | N
 
     model = AutoModelForTokenClassification.from_pretrained(
         model_path, num_labels=1, dtype=dtype, attn_implementation=attn_implementation)
-    model.config.use_cache = False
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if lora is not None and lora.r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        if gradient_checkpointing:
-            model.enable_input_require_grads()
-        model = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type="TOKEN_CLS"))
-    return model
+    return _for_training(model, lora, gradient_checkpointing, "TOKEN_CLS")
 
 
 def zero3_init(ds_cfg: dict):
