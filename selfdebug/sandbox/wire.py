@@ -12,6 +12,7 @@ The sandbox imports this file by path, so it must not import selfdebug.
 
 from __future__ import annotations
 
+import array
 import builtins
 import collections
 import decimal
@@ -19,6 +20,7 @@ import fractions
 import json
 import math
 import os
+import socket
 import struct
 
 MAX_FRAME = 64 << 20
@@ -33,6 +35,23 @@ class WireError(Exception):
 
 class Unencodable(Exception):
     pass
+
+
+def rights(fds) -> list:
+    """``sendmsg``'s ancillary data passing ``fds`` (``SCM_RIGHTS``); none for no fds."""
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+
+
+def received_fds(ancdata) -> list[int]:
+    """The file descriptors an ``SCM_RIGHTS`` control message brought (``recvmsg``'s
+    ancillary data); a truncated trailing entry is ignored."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            fds += list(got)
+    return fds
 
 
 def write_frame(fd: int, obj) -> None:
