@@ -109,22 +109,24 @@ class FrameReader:
     """Frames from a non-blocking fd, read in linear time (a bytearray consumed from the
     front, never ``bytes +=``)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, header: str = "<I", cap: int = MAX_FRAME):
         self.fd = fd
         self.buf = bytearray()
         self.last_size = 0
+        self.header, self.head, self.cap = header, struct.calcsize(header), cap
 
     def frame(self):
         """The next complete frame's body as bytes, or None when more input is needed."""
-        if len(self.buf) < 4:
+        head = self.head
+        if len(self.buf) < head:
             return None
-        (size,) = struct.unpack_from("<I", self.buf)
-        if size > MAX_FRAME:
-            raise WireError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte cap")
-        if len(self.buf) < 4 + size:
+        (size,) = struct.unpack_from(self.header, self.buf)
+        if size > self.cap:
+            raise WireError(f"frame of {size} bytes exceeds the {self.cap} byte cap")
+        if len(self.buf) < head + size:
             return None
-        data = bytes(self.buf[4:4 + size])
-        del self.buf[:4 + size]
+        data = bytes(self.buf[head:head + size])
+        del self.buf[:head + size]
         self.last_size = size
         return data
 
