@@ -98,9 +98,13 @@ class Checker:
         self.reader = wire.FrameReader(self.from_fd, header="<Q", cap=1 << 40)
         self.tasks = set()
         self.starts += 1
-        msg = self._recv(time.monotonic() + START_TIMEOUT)
+        try:  # not a verdict: a checker that cannot start is our failure, reported as one
+            msg = self._recv(time.monotonic() + START_TIMEOUT)
+        except CheckerGone as e:
+            msg = str(e)
         if msg != ("ready",):
-            raise RuntimeError(f"the test checker did not start: {msg!r}")
+            self.close()
+            raise RuntimeError(f"the test checker process did not start: {msg}")
 
     def close(self) -> None:
         if self.proc is not None:
