@@ -84,6 +84,12 @@ def _env(tree: Path | None) -> dict | None:
     return None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
 
 
+def _cwd(env: dict | None) -> str:
+    # `python -m` / `-c` put the working directory first on sys.path, ahead of PYTHONPATH:
+    # a baseline run started from this checkout would import this checkout's selfdebug
+    return (env or {}).get("PYTHONPATH") or str(REPO)
+
+
 def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str], env: dict | None = None):
     path = tmp / "samples.jsonl"
     path.write_text("".join(json.dumps(s[0]) + "\n" for s in samples))
@@ -92,7 +98,7 @@ def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str], env: dict | 
            str(data / "HumanEval.jsonl.gz"), "--problems", str(data / "mbpp.jsonl"),
            "--samples", str(path), "--out", str(out), "--summary", str(summary), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=_cwd(env))
     if proc.returncode != 0:
         raise SystemExit(f"selfdebug execute failed:\n{proc.stderr[-3000:]}")
     elapsed = time.perf_counter() - t0
@@ -147,7 +153,8 @@ def tree_cpu():
         ticks = sum(int(x) for x in stats[p][11:15])
         total += ticks
         try:
-            if b"selfdebug.sandbox.checker" in open(f"/proc/{p}/cmdline", "rb").read():
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            if b"selfdebug.sandbox.checker" in argv[1:3]:
                 checker += ticks
         except OSError:
             pass
@@ -185,7 +192,8 @@ def run_pool(samples, data: Path, workers: int, calibrate: bool, tree: Path | No
     cfg = {"data": str(data), "rows": rows, "calibrate": calibrate, "workers": workers,
            "cache": str(tmp / "pool-cache")}
     proc = subprocess.run([sys.executable, "-c", POOL_SCRIPT], input=json.dumps(cfg),
-                          capture_output=True, text=True, env=_env(tree) or dict(os.environ))
+                          capture_output=True, text=True, env=_env(tree) or dict(os.environ),
+                          cwd=_cwd(_env(tree)))
     if proc.returncode != 0:
         raise SystemExit(f"pool run failed ({tree or REPO}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
