@@ -98,6 +98,25 @@ def test_group_estimators():
         adv.grpo_advantages(torch.tensor([1.0, 2.0, 3.0]), 2)
 
 
+def test_group_baseline_leaves_the_kl_penalty_unnormalised():
+    """A group whose task rewards are all equal gets no task advantage; the β·KL penalty is
+    subtracted after the group normalisation, so it stays β-sized (inside it, GRPO's
+    division by the group's std made unit-size noise of it)."""
+    from selfdebug.rl.config import RLConfig
+    from selfdebug.rl.learner import advantages_for
+
+    cfg = RLConfig(estimator="grpo")
+    cfg.sampling.n = 4
+    b = {"response_ids": [[1, 2]] * 4, "r_refine": [-1.0] * 4, "r_explain": [0.0] * 4,
+         "explain_end": [-1] * 4}
+    lp = torch.tensor([[-1.0, -1.0], [-1.1, -1.0], [-0.9, -1.0], [-1.0, -1.2]])
+    s = {"logprobs": lp, "ref_logprobs": torch.full((4, 2), -1.0)}
+    a = advantages_for(b, s, cfg, 0.01, None)["advantages"]
+    kl = (lp + 1.0).sum(dim=1)
+    assert torch.allclose(a[:, 0], -0.01 * kl, atol=1e-6)
+    assert a.abs().max() < 0.01
+
+
 def test_kl_controllers():
     fixed = adv.KLController("fixed", 0.1)
     fixed.update(100.0, 10)

@@ -5,9 +5,10 @@ on padding after a sequence's end (answers are right-padded).
 
 - ``ppo``: token rewards (R(e) on the last explanation token, R(r) on the last token, −β·KL
   on every token) and the value head's values → GAE (γ, λ); returns = advantages + values.
-- ``grpo``: sequence return (the same token rewards summed) normalised within each item's
-  group of ``n`` answers: (R − mean) / (std + ε), broadcast to every token.
-- ``rloo``: R minus the mean of the group's *other* answers (leave-one-out baseline).
+- ``grpo``: the sequence's task reward R = R(r) + R(e) normalised within each item's
+  group of ``n`` answers, (R − mean) / (std + ε), minus β·KL of the sequence (outside the
+  normalisation: see `learner.advantages_for`), broadcast to every token.
+- ``rloo``: R minus the mean of the group's *other* answers (leave-one-out baseline), − β·KL.
 """
 
 from __future__ import annotations

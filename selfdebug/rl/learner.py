@@ -107,10 +107,14 @@ def advantages_for(b: dict, s: dict, cfg: RLConfig, kl_coef: float, world_stats)
             a = (a - mean) / (std + 1e-8) * mask
         out.update(advantages=a, returns=ret)
     else:
-        seq = r_ref + r_exp - kl_coef * kl.sum(dim=1)
+        # The KL penalty is applied after the group baseline, not inside it: in a group whose
+        # task rewards are all equal (no answer right yet), GRPO's division by the group's
+        # std would otherwise blow the tiny β·KL differences up into unit-size advantages,
+        # i.e. pure noise.
         n = cfg.sampling.n
-        seq_adv = (adv.grpo_advantages(seq, n) if cfg.estimator == "grpo"
-                   else adv.rloo_advantages(seq, n))
+        task = r_ref + r_exp
+        seq_adv = (adv.grpo_advantages(task, n) if cfg.estimator == "grpo"
+                   else adv.rloo_advantages(task, n)) - kl_coef * kl.sum(dim=1)
         out.update(advantages=seq_adv.unsqueeze(1) * mask, returns=torch.zeros_like(mask))
     return out
 
@@ -126,9 +130,14 @@ def update(lr: Learner, b: dict, cfg: RLConfig, kl_coef: float, step: int) -> di
         old = pad_rows(b["behaviour_logprobs"], old.size(1))
     a = advantages_for(b, s, cfg, kl_coef, te.distributed_sum)
     n = len(b["response_ids"])
+    # Alignment check: the engines generated these answers with the weights the learner
+    # has now (synchronous loop), so their log-probs must match the learner's.
+    behaviour = pad_rows(b["behaviour_logprobs"], s["logprobs"].size(1))
+    gap = ((behaviour - s["logprobs"]).abs() * a["mask"]).sum().item()
     mb = cfg.mini_batch_size // lr.world
     acc = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0,
-           "approx_kl_old": 0.0, "micro_batches": 0.0}
+           "approx_kl_old": 0.0, "micro_batches": 0.0, "ratio_first": 0.0,
+           "behaviour_gap_sum": gap, "tokens": float(a["mask"].sum())}
     rng = random.Random(hash((cfg.seed, step, lr.rank)) & 0xFFFFFFFF)
     for _ in range(cfg.ppo_epochs):
         order = list(range(n))
@@ -161,6 +170,8 @@ def update(lr: Learner, b: dict, cfg: RLConfig, kl_coef: float, step: int) -> di
                 acc["entropy"] += ent.item()
                 acc["clip_frac"] += st["clip_frac"]
                 acc["approx_kl_old"] += st["approx_kl_old"]
+                if not acc["micro_batches"]:  # before any optimizer step: ≈ 1 unless misaligned
+                    acc["ratio_first"] = st["ratio_mean"]
                 acc["micro_batches"] += 1
     mask = a["mask"]
     acc["kl_sum"] = float(a["kl"].sum())  # summed over tokens: per-sequence KL when / n

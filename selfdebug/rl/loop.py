@@ -153,6 +153,11 @@ def learner_loop(config: dict) -> dict:
                      "value_loss": totals["value_loss"] / mb if cfg.estimator == "ppo" else None,
                      "entropy": totals["entropy"] / mb, "clip_frac": totals["clip_frac"] / mb,
                      "approx_kl_old": totals["approx_kl_old"] / mb,
+                     # ≈ 1: the first ratio (no update yet) and ≈ 0: the mean |log-prob
+                     # gap| between engine and learner (weights synced, same distribution)
+                     "ratio_first": totals["ratio_first"] / lr.world,
+                     "behaviour_logprob_gap": totals["behaviour_gap_sum"]
+                     / max(totals["tokens"], 1.0),
                      "explained_variance": (totals["ev_num"] / totals["ev_den"]
                                             if totals.get("ev_den") else None),
                      "generation_s": timing["generation_s"],
@@ -165,7 +170,8 @@ def learner_loop(config: dict) -> dict:
                      **{f"reward_{k}": v for k, v in services.scorer.stats.items()}}
                 log.log(state.step, "train", {k: v for k, v in m.items() if v is not None})
                 print(f"[rl] step {state.step}/{cfg.steps} reward {m['reward_mean']:.3f} "
-                      f"pass {m['pass_rate']:.2f} kl {seq_kl:.4f} ({m['step_s']:.1f} s)",
+                      f"pass {m['pass_rate']:.2f} kl {seq_kl:.4f} ratio0 {m['ratio_first']:.3f} "
+                      f"lp-gap {m['behaviour_logprob_gap']:.4f} ({m['step_s']:.1f} s)",
                       flush=True)
             last = state.step >= cfg.steps
             if last or state.step % cfg.checkpoint_every == 0:
