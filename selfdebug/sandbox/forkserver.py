@@ -9,7 +9,6 @@ from the kernel (the pidfd the zygote returns names its pid in this namespace).
 
 from __future__ import annotations
 
-import array
 import fcntl
 import json
 import logging
@@ -272,12 +271,7 @@ class ForkServer:
         except OSError as e:
             self.close()
             raise ServerDied(f"sandbox zygote channel broke: {e}") from None
-        fds = []
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                got = array.array("i")
-                got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
-                fds += list(got)
+        fds = wire.received_fds(anc)
         if not data:
             self.close()
             raise ServerDied("sandbox zygote is gone")
@@ -297,7 +291,7 @@ class ForkServer:
             msg = {**msg, "reap_first": self.reap_later}
             self.reap_later = []
         try:
-            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            anc = wire.rights(fds)
             self.ctl.sendmsg([json.dumps(msg).encode()], anc)
         except OSError as e:
             self.close()

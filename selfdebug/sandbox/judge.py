@@ -1,10 +1,12 @@
 """The trusted side: turn (problem, code) into an ExecResult using one fork server.
 
-The sandbox gets code and inputs; expected values never leave this process. Assertion tests
-that are plain calls with literal arguments (most of HumanEval and MBPP) go in with the
-program as one batch of calls and are checked here on the returned plain values
-(``asserts.py``); the others run here with ``RemoteRef`` proxies for the candidate's names.
-Call tests send argument lists the same way; io tests send stdin and compare stdout.
+The sandbox gets code and inputs; expected values never reach it. Assertion tests that are
+plain calls with literal arguments (most of HumanEval and MBPP) go in with the program as
+one batch of calls, and their checks run on the returned plain values (``asserts.py``); the
+others run with ``RemoteRef`` proxies for the candidate's names. Either way the test code
+runs in the checker process (``checker.py``), bounded in time and memory, never in this
+one. Call tests send argument lists the same way and are compared here (``compare.py``:
+work linear in the wire-capped values); io tests send stdin and compare stdout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
-from selfdebug.sandbox.asserts import RESULTS
+from selfdebug.sandbox.checker import Checker
 from selfdebug.sandbox.compare import CallOracle, apps_equal, evalplus_dataset, stdout_equal
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied
 from selfdebug.sandbox.isolation import detect_isolation
@@ -29,13 +31,7 @@ from selfdebug.sandbox.prepare import (
     prepare_asserts,
     task_key,
 )
-from selfdebug.sandbox.remote import (
-    RemoteException,
-    RemoteRef,
-    Session,
-    SessionDead,
-    decode_result,
-)
+from selfdebug.sandbox.remote import RemoteException, RemoteRef, Session, decode_result
 from selfdebug.schema import ExecResult, Problem
 
 # outcome of one test -> status of the sample when it is the first non-pass
@@ -80,6 +76,7 @@ class Judge:
         self.problems: dict[str, Problem] = (
             dict(problems) if isinstance(problems, dict) else {p.task_id: p for p in problems})
         self.server = server or make_server(self.config)
+        self.checker = Checker(self.config.memory_mb)  # runs the tests' own code
         self._prepared = prepared if prepared is not None else PreparedCache()
 
     @property
@@ -88,6 +85,7 @@ class Judge:
 
     def close(self) -> None:
         self.server.close()
+        self.checker.close()
 
     # ------------------------------------------------------------------ public
     def run(self, task_id: str, code: str) -> ExecResult:
@@ -125,7 +123,7 @@ class Judge:
 
     def _prepare(self, problem: Problem) -> Prepared:
         limit = problem.time_limit or self.config.timeout_floor
-        prep = Prepared(limit=limit)
+        prep = Prepared(limit=limit, key=task_key(problem))
         t = problem.tests
         if t.kind == "assert":
             prepare_asserts(problem, prep)
@@ -198,32 +196,26 @@ class Judge:
         n = len(t.asserts)
         session = Session(self.server, code, t.setup, self.config.limits(prep.limit * (n + 1)),
                           prep.limit, *self._deadline(n, prep.limit, prep.sample_seconds))
-        ep = problem.entry_point
         then = prep.batch_request
         load = session.start(prep.limit, then)
         if "loaded" not in load:
             return self._load_failure(load, n, prep.limit)
-        ns = dict(prep.prelude)
-        for name in prep.remote_names:
-            ns[name] = RemoteRef(session, ["N", name], name)
-        if ep:
-            ns["candidate"] = ns[ep] = RemoteRef(session, ["N", ep], ep)
+        # the tests run in the checker process (checker.py), never here
+        self.checker.begin(prep.key or task_key(problem), problem, prep.limit)
+        check_limit = max(prep.limit, 1.0)
         outcomes: list[str] = []
         notes: dict = {}
         try:
             if then is not None:
                 replies = list(session.results(len(then["inputs"]), prep.limit))
-                if not self._check_batched(prep, session, ns, replies, t, ep, outcomes, notes,
-                                           times):
+                if not self._check_batched(prep, session, replies, t, outcomes, notes, times):
                     return outcomes + ["skipped"] * (n - len(outcomes)), notes
             for i in range(len(outcomes), n):
-                compiled = prep.compiled[i]
                 if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
                     break
-                session.last_call = None
                 t0 = time.monotonic()
-                outcome, note = self._exec_statement(compiled, ns, session, t.asserts[i], ep,
-                                                     prep.limit)
+                outcome, note = self.checker.statement(i, session, check_limit,
+                                                       session.hard_deadline)
                 if times is not None:
                     times.append(time.monotonic() - t0)
                 outcomes.append(outcome)
@@ -240,80 +232,50 @@ class Judge:
         outcomes += ["skipped"] * (n - len(outcomes))
         return outcomes, notes
 
-    def _check_batched(self, prep, session, ns, replies, t, ep, outcomes, notes, times) -> bool:
-        """Verdicts of the batched statements from their calls' results. False: stop here
-        (a timeout); True: go on with the remaining statements (after restarting a session
-        that died otherwise)."""
+    def _check_batched(self, prep, session, replies, t, outcomes, notes, times) -> bool:
+        """Verdicts of the batched statements from their calls' results (checked in the
+        checker process). False: stop here (a timeout, or stop_on_first_failure); True: go
+        on with the remaining statements (after restarting a session that died)."""
+        ep = prep.batch_request["target"][1]
         k = 0
+        items, dead_at = [], None
         for i, split in enumerate(prep.batched):
-            if outcomes and outcomes[-1] != "pass" and self.config.stop_on_first_failure:
-                return False
             got = replies[k:k + len(split.calls)]
             k += len(split.calls)
             if times is not None:
                 times.append(sum(seconds for _, seconds in got))
             dead = next((r["dead"] for r, _ in got if "dead" in r), None)
             if dead is not None or len(got) < len(split.calls):
-                info = dead or {"kind": "dead", "detail": "no result"}
-                outcome = fb.death_outcome(info)
+                dead_at = (i, dead or {"kind": "dead", "detail": "no result"})
+                break
+            items.append((i, [r["resp"] for r, _ in got], split.labels))
+        stop_first = self.config.stop_on_first_failure
+        check_limit = max(prep.limit, 1.0)
+        while items:
+            done = 0
+            for _, outcome, note in self.checker.batch(items, session, check_limit,
+                                                       session.hard_deadline, stop_first):
+                done += 1
                 outcomes.append(outcome)
-                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}`: "
-                                          f"{fb.describe_death(info, prep.limit)}")
-                return outcome != "timeout" and "loaded" in session.start(prep.limit)
-            resps = [r["resp"] for r, _ in got]
-            exc = next((r["exc"] for r in resps if "exc" in r), None)
-            if exc is not None:
-                outcomes.append("memory" if exc.get("type") == "MemoryError" else "error")
-                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
-                                          f"{fb.describe_exception(exc)}")
-                continue
-            try:
-                values = [decode_result(r.get("ok"), lambda d, lb=label: RemoteRef(session, d, lb))
-                          for r, label in zip(resps, split.labels)]
-            except RemoteException as e:  # a value the wire cannot carry back
-                outcomes.append("error")
-                notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}` raised "
-                                          f"{fb.describe_exception(e.info)}")
-                continue
-            session.last_call = (split.labels[-1], values[-1]) if values else None
-            ns[RESULTS] = values
-            outcome, note = self._exec_statement(split.check, ns, session, t.asserts[i], ep,
-                                                 prep.limit)
-            outcomes.append(outcome)
-            if outcome != "pass":
+                if outcome == "pass":
+                    continue
                 notes.setdefault("first", note.removesuffix(" [dead]"))
                 if outcome in ("timeout", "memory", "killed") and note.endswith("[dead]"):
                     # a proxy (handle) request of the check killed the session
                     return outcome != "timeout" and "loaded" in session.start(prep.limit)
+                if stop_first:
+                    return False
+            items = items[done:]
+            if items and (done == 0 or time.monotonic() >= session.hard_deadline):
+                return False  # the checker gave up on the sample's time: the rest skipped
+        if dead_at is not None:
+            i, info = dead_at
+            outcome = fb.death_outcome(info)
+            outcomes.append(outcome)
+            notes.setdefault("first", f"`{fb.statement_text(t.asserts[i], ep)}`: "
+                                      f"{fb.describe_death(info, prep.limit)}")
+            return outcome != "timeout" and "loaded" in session.start(prep.limit)
         return True
-
-    def _exec_statement(self, compiled, ns, session, stmt, ep, limit):
-        def text():  # rendered only for a failure's feedback
-            return fb.statement_text(stmt, ep)
-
-        try:
-            exec(compiled, ns)
-            return "pass", ""
-        except ServerDied:
-            raise  # not the candidate's doing: the pool restarts the server and retries
-        except SessionDead as d:
-            outcome = fb.death_outcome(d.info)
-            return outcome, f"`{text()}`: {fb.describe_death(d.info, limit)} [dead]"
-        except RemoteException as e:
-            info = e.info
-            outcome = "memory" if info.get("type") == "MemoryError" else "error"
-            return outcome, f"`{text()}` raised {fb.describe_exception(info)}"
-        except AssertionError:
-            last = session.last_call
-            if last is None:
-                return "fail", f"`{text()}` failed"
-            return "fail", f"`{text()}` failed: {last[0]} returned {fb.show(last[1])}"
-        except Exception as e:  # noqa: BLE001
-            # The test code choked on what the candidate returned (None - 1.0, ...): a wrong
-            # value, not an exception in the candidate.
-            last = session.last_call
-            got = f" ({last[0]} returned {fb.show(last[1])})" if last else ""
-            return "fail", f"`{text()}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
 
     def _run_calls(self, problem, prep, code, times=None, collect=False):
         t = problem.tests

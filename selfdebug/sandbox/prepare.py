@@ -25,6 +25,7 @@ from selfdebug.schema import Problem
 @dataclass
 class Prepared:
     limit: float
+    key: str = ""  # task_key: names the task's tests in the checker process
     # the sample's wall budget: max_seconds_per_sample, or timeout_factor x the reference's
     # own total time where that is longer (EvalPlus tasks with hundreds of heavy inputs)
     sample_seconds: float = 0.0

@@ -1,9 +1,10 @@
 """A live candidate program in the sandbox, and proxies that let trusted test code call it.
 
-Benchmark test code (trusted) runs on the trusted side; wherever it touches a name the
-candidate defines, it holds a ``RemoteRef``. Calling one ships plain arguments into the
-sandbox and brings back a plain value rebuilt from builtin types, so comparisons with the
-expected values happen here, with objects the candidate never touched.
+Benchmark test code (trusted) runs outside the sandbox, in the checker process
+(``checker.py``); wherever it touches a name the candidate defines, it holds a
+``RemoteRef``. Calling one ships plain arguments into the sandbox (relayed by the judge's
+``Session``) and brings back a plain value rebuilt from builtin types, so comparisons with
+the expected values happen outside, with objects the candidate never touched.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ class Session:
     def _timeout(self) -> float:
         return max(0.05, min(self.call_timeout, self.deadline - time.monotonic()))
 
-    def request(self, req: dict, label: str):
+    def exchange(self, req: dict) -> dict:
+        """One request to the live program and its raw reply (``{"ok": tagged value}`` or
+        ``{"exc": info}``), undecoded; SessionDead when the program ends."""
         worker = self.worker
         if worker is None or worker.ended is not None:
             raise SessionDead({"kind": "dead", "detail": "no session"})
@@ -124,12 +127,10 @@ class Session:
             raise SessionDead(worker.death(status, resp, grace=_EXIT_GRACE))
         if not isinstance(resp, dict):
             raise SessionDead(worker.death("protocol", "unexpected frame"))
-        if "exc" in resp:
-            self.last_call = (label, None)
-            raise_remote(resp["exc"] if isinstance(resp["exc"], dict) else {})
-        value = decode_result(resp.get("ok"), lambda d: RemoteRef(self, d, label))
-        self.last_call = (label, value)
-        return value
+        return resp
+
+    def request(self, req: dict, label: str):
+        return answer(self, self.exchange(req), label)
 
     def end(self) -> None:
         if self.worker is not None:
@@ -139,6 +140,17 @@ class Session:
 
 
 _EXIT_GRACE = 0.2  # a worker that closed its channel gets this long to finish exiting
+
+
+def answer(session, resp: dict, label: str):
+    """A raw reply as the test code sees it: the value (handles become ``RemoteRef`` on
+    ``session``), or the candidate's exception raised here. Records ``last_call``."""
+    if "exc" in resp:
+        session.last_call = (label, None)
+        raise_remote(resp["exc"] if isinstance(resp["exc"], dict) else {})
+    value = decode_result(resp.get("ok"), lambda d: RemoteRef(session, d, label))
+    session.last_call = (label, value)
+    return value
 
 
 def decode_result(data, resolve_ref):

@@ -12,6 +12,7 @@ The sandbox imports this file by path, so it must not import selfdebug.
 
 from __future__ import annotations
 
+import array
 import builtins
 import collections
 import decimal
@@ -19,6 +20,7 @@ import fractions
 import json
 import math
 import os
+import socket
 import struct
 
 MAX_FRAME = 64 << 20
@@ -33,6 +35,23 @@ class WireError(Exception):
 
 class Unencodable(Exception):
     pass
+
+
+def rights(fds) -> list:
+    """``sendmsg``'s ancillary data passing ``fds`` (``SCM_RIGHTS``); none for no fds."""
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+
+
+def received_fds(ancdata) -> list[int]:
+    """The file descriptors an ``SCM_RIGHTS`` control message brought (``recvmsg``'s
+    ancillary data); a truncated trailing entry is ignored."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
+            fds += list(got)
+    return fds
 
 
 def write_frame(fd: int, obj) -> None:
@@ -90,22 +109,24 @@ class FrameReader:
     """Frames from a non-blocking fd, read in linear time (a bytearray consumed from the
     front, never ``bytes +=``)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, header: str = "<I", cap: int = MAX_FRAME):
         self.fd = fd
         self.buf = bytearray()
         self.last_size = 0
+        self.header, self.head, self.cap = header, struct.calcsize(header), cap
 
     def frame(self):
         """The next complete frame's body as bytes, or None when more input is needed."""
-        if len(self.buf) < 4:
+        head = self.head
+        if len(self.buf) < head:
             return None
-        (size,) = struct.unpack_from("<I", self.buf)
-        if size > MAX_FRAME:
-            raise WireError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte cap")
-        if len(self.buf) < 4 + size:
+        (size,) = struct.unpack_from(self.header, self.buf)
+        if size > self.cap:
+            raise WireError(f"frame of {size} bytes exceeds the {self.cap} byte cap")
+        if len(self.buf) < head + size:
             return None
-        data = bytes(self.buf[4:4 + size])
-        del self.buf[:4 + size]
+        data = bytes(self.buf[head:head + size])
+        del self.buf[:head + size]
         self.last_size = size
         return data
 

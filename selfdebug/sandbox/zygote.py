@@ -57,7 +57,7 @@ class Zygote:
                     if cfg.get("private_tmp") else None)
 
     def reply(self, obj, fds: list[int] = ()) -> None:
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        anc = wire.rights(fds)
         self.ctl.sendmsg([json.dumps(obj).encode()], anc)
 
     def _own_limits_intact(self) -> bool:
@@ -138,12 +138,7 @@ class Zygote:
                 data, anc, flags, _ = self.ctl.recvmsg(MAX_CONTROL, fd_bytes)
             except OSError:
                 return
-            fds = []
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    got = array.array("i")
-                    got.frombytes(payload[: len(payload) - len(payload) % got.itemsize])
-                    fds += list(got)
+            fds = wire.received_fds(anc)
             if not data or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 return  # the trusted side closed the channel, or broke the protocol
             msg: dict = {}
