@@ -114,3 +114,25 @@ def test_hidden_constant_is_in_the_first_failing_tests_feedback_only(judged):
         m = mutate(r["_spec"], ast.literal_eval(r["inputs"]), rng)
         if m is not None:
             assert pool.run(r["task_id"], code(m)).status != "passed"
+
+
+def test_structural_mutants_keep_the_hidden_constant_and_still_fail():
+    """The base model's hidden-family repair examples: the bug is never the constant."""
+    from selfdebug.world.generate import run_spec, test_inputs
+
+    rng = random.Random(5)
+    hidden = [r for r in generate_world(SMALL)["train"] if r["hidden"]][:40]
+    changed = 0
+    for r in hidden:
+        spec = r["_spec"]
+        inputs = test_inputs(spec, 4, random.Random(r["task_id"]))
+        m = mutate(spec, inputs, rng, constant=False)
+        if m is None:
+            continue
+        assert m.constant == spec.constant
+        assert any(run_spec(m, x) != run_spec(spec, x) for x in inputs)
+        changed += 1
+    assert changed >= 30  # structural mutants exist for nearly every hidden problem
+    consts = [mutate(r["_spec"], ast.literal_eval(r["inputs"]), rng) for r in hidden]
+    assert any(m is not None and m.constant != r["_spec"].constant
+               for m, r in zip(consts, hidden))  # the default still changes constants

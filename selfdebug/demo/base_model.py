@@ -62,17 +62,19 @@ def pretraining_examples(world: WorldConfig, base: BaseModelConfig, seed: int,
         out.append(_example("generate", r["task_id"], 0, prompts.generate_messages(r["prompt"]),
                             code(target)))
     regular = [r for r in records if not FAMILIES[r["family"]].hidden]
+    hidden = [r for r in records if FAMILIES[r["family"]].hidden]
     n_repair = round(base.repair_fraction * len(out) / (1 - base.repair_fraction))
     wrong = []
     for k in range(n_repair):
-        r = regular[k % len(regular)]
+        pick_hidden = hidden and rng.random() < base.repair_hidden_share
+        r = hidden[k % len(hidden)] if pick_hidden else regular[k % len(regular)]
         inputs = eval(r["inputs"])  # noqa: S307  our own repr of plain literals
-        m = mutate(r["_spec"], inputs, rng)
+        m = mutate(r["_spec"], inputs, rng, constant=False)
         if m is None:
             continue
         fix = r["_spec"]
         if rng.random() < base.repair_noise:
-            fix = mutate(r["_spec"], inputs, rng) or fix
+            fix = mutate(r["_spec"], inputs, rng, constant=False) or fix
         wrong.append((r, k, code(m), code(fix)))
     # Real feedback for the wrong programs: the sandbox, exactly as every stage sees it.
     pool = SandboxPool(problems_of([w[0] for w in wrong]), None, sandbox_workers)

@@ -149,9 +149,12 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                        cfg.seed, "r0", attempts)
         data = {arm: shared for arm in cfg.arms}
         models = {arm: base["path"] for arm in cfg.arms}
+        pools: dict[str, dict] = {arm: {} for arm in cfg.arms}  # example key -> example
         for r in range(1, cfg.rounds + 1):
             for arm in cfg.arms:
                 ex = examples_of(data[arm], by_id, with_repairs=arm == "method")
+                if cfg.sft.accumulate:
+                    ex = _accumulate(pools[arm], ex, r)
                 stats = _data_stats(data[arm], ex)
                 log(f"round {r} {arm}: SFT on {stats['examples']} examples {stats['by_kind']}")
                 models[arm], sft = timer(f"sft r{r} {arm}", finetune, models[arm], ex,
@@ -189,6 +192,15 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     write_demo_report(out, report)
     log(f"report: {out / 'demo_report.md'}")
     return report
+
+
+def _accumulate(pool: dict, new: list[dict], round_: int) -> list[dict]:
+    """Every distinct example so far (same prompt and answer = one example), in the order
+    first found; ``pool`` keeps them across rounds (ids name the round that found them)."""
+    for e in new:
+        pool.setdefault((e["kind"], e["messages"], e["answer"]),
+                        {**e, "example_id": f"r{round_}:{e['example_id']}"})
+    return list(pool.values())
 
 
 def _data_stats(data: dict, examples: list[dict]) -> dict:

@@ -50,15 +50,17 @@ def _one(spec: Spec, rng: random.Random) -> Spec:
     return replace(spec, ops=tuple(ops))
 
 
-def mutate(spec: Spec, inputs: list, rng: random.Random, tries: int = 20) -> Spec | None:
+def mutate(spec: Spec, inputs: list, rng: random.Random, tries: int = 20,
+           constant: bool = True) -> Spec | None:
     """A spec whose program fails at least one of ``inputs``' tests (None if none found).
 
     Hidden-constant specs get a wrong constant half of the time: the constant is the one
-    thing a model cannot know from the description.
+    thing a model cannot know from the description. ``constant=False``: structural
+    mistakes only (the constant stays right).
     """
     fam = FAMILIES[spec.family]
     for _ in range(tries):
-        if fam.hidden and rng.random() < 0.5:
+        if constant and fam.hidden and rng.random() < 0.5:
             mutant = replace(spec, constant=hidden_constant(fam.kind, rng))
         else:
             mutant = _one(spec, rng)
