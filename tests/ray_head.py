@@ -98,7 +98,12 @@ class Head:
 
 @contextmanager
 def local_head(num_cpus: int = 2, *, env: dict | None = None, ready_timeout: float = 90):
-    gcs, dash, client, agent, metrics, rt_agent, lo = _free_ports(7)
+    # The worker port range must not hold any of the named ports (Ray refuses to start:
+    # "worker_ports is trying to use a port number ... used by other components").
+    while True:
+        gcs, dash, client, agent, metrics, rt_agent, lo = _free_ports(7)
+        if not any(lo < p <= lo + 400 for p in (gcs, dash, client, agent, metrics, rt_agent)):
+            break
     temp = tempfile.mkdtemp(prefix="selfdebug-head-")
     env = {**os.environ, **(env or {}), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": f"http://127.0.0.1:{dash}",
