@@ -226,6 +226,7 @@ def test_class3_planters_do_not_change_later_verdicts(judge, tmp_path):
     finally:
         clean.close()
     assert expected == [("passed", "failed", "passed", "passed")]
+    assert _verdicts(judge) == expected  # also starts the shared judge's server (lazy)
     starts = judge.server.starts
     for name, planter in PLANTERS.items():
         # the planter runs as a sample (wrong, so it fails) ...

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from selfdebug.sandbox import feedback as fb
 from selfdebug.sandbox import wire
+from selfdebug.sandbox.forkserver import kill_and_reap
 
 MAX_TASKS = 512  # prepared test suites the checker keeps (LRU)
 START_TIMEOUT = 60.0
@@ -108,11 +109,7 @@ class Checker:
 
     def close(self) -> None:
         if self.proc is not None:
-            try:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.SubprocessError):
-                pass
+            kill_and_reap(self.proc)
             self.proc = None
         for fd in (self.to_fd, self.from_fd):
             if fd >= 0:

@@ -365,11 +365,7 @@ class ForkServer:
 
     def close(self) -> None:
         if self.proc is not None:
-            try:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.SubprocessError):
-                pass
+            kill_and_reap(self.proc)
             self.proc = None
         if self.ctl is not None:
             self.ctl.close()
@@ -380,3 +376,12 @@ class ForkServer:
 
     def __del__(self):
         self.close()
+
+
+def kill_and_reap(proc: subprocess.Popen) -> None:
+    """Kill a helper process and wait for it (bounded); one that is already gone is fine."""
+    try:
+        proc.kill()
+        proc.wait(timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pass
