@@ -318,27 +318,18 @@ def _exec_statement(compiled, ns, relay, stmt, ep, limit) -> tuple[str, str]:
         outcome = "memory" if info.get("type") == "MemoryError" else "error"
         return outcome, f"`{text()}` raised {fb.describe_exception(info)}"
     except AssertionError:
-        last = relay.last_call
-        if last is None:
-            return "fail", f"`{text()}` failed"
-        return "fail", f"`{text()}` failed: {last[0]} returned {fb.show(last[1])}"
-    except Exception as e:  # noqa: BLE001
-        # The test code choked on what the candidate returned (None - 1.0, a MemoryError
-        # of its own ...): a wrong value, not an exception in the candidate.
-        last = relay.last_call
-        got = f" ({last[0]} returned {fb.show(last[1])})" if last else ""
-        return "fail", f"`{text()}` failed with {type(e).__name__}: {fb.clip(e, 200)}{got}"
+        return "fail", fb.check_failed(text(), relay.last_call)
+    except Exception as e:  # noqa: BLE001  (a MemoryError of the test's own, too)
+        return "fail", fb.check_choked(text(), e, relay.last_call)
 
 
 def _check_batched(prep, i, resps, labels, ns, relay, stmt, ep, limit) -> tuple[str, str]:
     from selfdebug.sandbox.asserts import RESULTS
     from selfdebug.sandbox.remote import RemoteException, RemoteRef, decode_result
 
-    exc = next((r["exc"] for r in resps if "exc" in r), None)
-    if exc is not None:
-        exc = exc if isinstance(exc, dict) else {}
-        return ("memory" if exc.get("type") == "MemoryError" else "error",
-                f"`{fb.statement_text(stmt, ep)}` raised {fb.describe_exception(exc)}")
+    raised = fb.call_raised(resps, stmt, ep)
+    if raised is not None:
+        return raised
     try:
         values = [decode_result(r.get("ok"), lambda d, lb=label: RemoteRef(relay, d, lb))
                   for r, label in zip(resps, labels)]

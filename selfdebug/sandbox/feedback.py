@@ -73,3 +73,30 @@ def io_failure(stdin: str, expected: str, actual: str, n: int = 300) -> str:
 
 def summary_line(passed: int, total: int) -> str:
     return f"({passed} of {total} tests passed)"
+
+
+# Verdicts of assert statements: one wording whichever process decided them (the checker,
+# or the judge's bounded fast path, ``fastpath.py``). ``last``: (label, value) of the last
+# call to the candidate, or None.
+def call_raised(resps: list, stmt: str, entry_point: str) -> tuple[str, str] | None:
+    """The verdict of a batched statement one of whose calls raised (its check never
+    runs), or None when none raised."""
+    exc = next((r["exc"] for r in resps if "exc" in r), None)
+    if exc is None:
+        return None
+    exc = exc if isinstance(exc, dict) else {}
+    return ("memory" if exc.get("type") == "MemoryError" else "error",
+            f"`{statement_text(stmt, entry_point)}` raised {describe_exception(exc)}")
+
+
+def check_failed(text: str, last) -> str:
+    if last is None:
+        return f"`{text}` failed"
+    return f"`{text}` failed: {last[0]} returned {show(last[1])}"
+
+
+def check_choked(text: str, e: BaseException, last) -> str:
+    """The test code raised on what the candidate returned (``None - 1.0`` ...): a wrong
+    value, not an exception in the candidate."""
+    got = f" ({last[0]} returned {show(last[1])})" if last else ""
+    return f"`{text}` failed with {type(e).__name__}: {clip(e, 200)}{got}"

@@ -17,8 +17,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from selfdebug.sandbox import fastpath, wire
 from selfdebug.sandbox import feedback as fb
-from selfdebug.sandbox import wire
 from selfdebug.sandbox.checker import Checker
 from selfdebug.sandbox.compare import CallOracle, apps_equal, evalplus_dataset, stdout_equal
 from selfdebug.sandbox.forkserver import ForkServer, ServerDied
@@ -233,12 +233,15 @@ class Judge:
         return outcomes, notes
 
     def _check_batched(self, prep, session, replies, t, outcomes, notes, times) -> bool:
-        """Verdicts of the batched statements from their calls' results (checked in the
-        checker process). False: stop here (a timeout, or stop_on_first_failure); True: go
-        on with the remaining statements (after restarting a session that died)."""
+        """Verdicts of the batched statements from their calls' results: decided here when
+        bounded by construction (``fastpath.py``), else by the checker process (all of
+        those in one conversation). False: stop here (a timeout, or stop_on_first_failure);
+        True: go on with the remaining statements (after restarting a session that died)."""
         ep = prep.batch_request["target"][1]
+        stop_first = self.config.stop_on_first_failure
         k = 0
         items, dead_at = [], None
+        decided: dict[int, tuple[str, str]] = {}  # index -> (outcome, note) from the fast path
         for i, split in enumerate(prep.batched):
             got = replies[k:k + len(split.calls)]
             k += len(split.calls)
@@ -248,26 +251,28 @@ class Judge:
             if dead is not None or len(got) < len(split.calls):
                 dead_at = (i, dead or {"kind": "dead", "detail": "no result"})
                 break
-            items.append((i, [r["resp"] for r, _ in got], split.labels))
-        stop_first = self.config.stop_on_first_failure
-        check_limit = max(prep.limit, 1.0)
-        while items:
-            done = 0
-            for _, outcome, note in self.checker.batch(items, session, check_limit,
-                                                       session.hard_deadline, stop_first):
-                done += 1
-                outcomes.append(outcome)
-                if outcome == "pass":
-                    continue
-                notes.setdefault("first", note.removesuffix(" [dead]"))
-                if outcome in ("timeout", "memory", "killed") and note.endswith("[dead]"):
-                    # a proxy (handle) request of the check killed the session
-                    return outcome != "timeout" and "loaded" in session.start(prep.limit)
-                if stop_first:
-                    return False
-            items = items[done:]
-            if items and (done == 0 or time.monotonic() >= session.hard_deadline):
+            resps = [r["resp"] for r, _ in got]
+            fast = fastpath.verdict(split, resps, split.labels, t.asserts[i], ep)
+            items.append((i, resps, split.labels))
+            if fast is not None:
+                decided[i] = fast
+                if stop_first and fast[0] != "pass":
+                    break  # the statements after it are never checked
+        checked = self._checker_verdicts([it for it in items if it[0] not in decided],
+                                         session, prep)
+        for i, _, _ in items:
+            outcome, note = decided[i] if i in decided else checked.get(i, (None, ""))
+            if outcome is None:
                 return False  # the checker gave up on the sample's time: the rest skipped
+            outcomes.append(outcome)
+            if outcome == "pass":
+                continue
+            notes.setdefault("first", note.removesuffix(" [dead]"))
+            if outcome in ("timeout", "memory", "killed") and note.endswith("[dead]"):
+                # a proxy (handle) request of the check killed the session
+                return outcome != "timeout" and "loaded" in session.start(prep.limit)
+            if stop_first:
+                return False
         if dead_at is not None:
             i, info = dead_at
             outcome = fb.death_outcome(info)
@@ -276,6 +281,27 @@ class Judge:
                                       f"{fb.describe_death(info, prep.limit)}")
             return outcome != "timeout" and "loaded" in session.start(prep.limit)
         return True
+
+    def _checker_verdicts(self, items, session, prep) -> dict[int, tuple[str, str]]:
+        """The checker's ``(outcome, note)`` per statement index of ``items``. It stops at
+        the first failure (stop_on_first_failure), a check that killed the session (note
+        ending in " [dead]") and on running out of the sample's time: the statements after
+        are missing."""
+        stop_first = self.config.stop_on_first_failure
+        check_limit = max(prep.limit, 1.0)
+        verdicts: dict[int, tuple[str, str]] = {}
+        while items:
+            done = 0
+            for i, outcome, note in self.checker.batch(items, session, check_limit,
+                                                       session.hard_deadline, stop_first):
+                done += 1
+                verdicts[i] = (outcome, note)
+                if outcome != "pass" and (stop_first or note.endswith("[dead]")):
+                    return verdicts
+            items = items[done:]
+            if items and (done == 0 or time.monotonic() >= session.hard_deadline):
+                return verdicts
+        return verdicts
 
     def _run_calls(self, problem, prep, code, times=None, collect=False):
         t = problem.tests
