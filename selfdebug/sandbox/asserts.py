@@ -206,6 +206,8 @@ def split_assert(text: str, callee: set[str], label: str, program_names: set[str
     if any(isinstance(n, ast.Name) and n.id in forbidden for n in ast.walk(rewritten)):
         return None  # the candidate is used other than by being called (passed, compared...)
     ast.fix_missing_locations(rewritten)
-    return SplitAssert(extract.calls, extract.labels,
-                       compile(rewritten, f"<test {index}>", "exec"),
+    with warnings.catch_warnings():  # "is" with a literal: the benchmark's own style
+        warnings.simplefilter("ignore", SyntaxWarning)
+        check = compile(rewritten, f"<test {index}>", "exec")
+    return SplitAssert(extract.calls, extract.labels, check,
                        fast_shape(test, stmt.msg, len(extract.calls), test_names | forbidden))

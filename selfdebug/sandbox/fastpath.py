@@ -4,7 +4,8 @@ Most batched checks compare the one value the candidate returned with a literal
 (``assert f(x) == [1, 2]``, ``abs(f(x) - 0.33) < 1e-6``: their shapes are ``asserts.FastCheck``).
 Sending them to the checker process costs pipe round trips and its CPU on every sample,
 while the comparison is bounded work when the value is plain and small: builtin types only
-(rebuilt from the wire, so no user-defined ``__eq__``), at most ``MAX_ITEMS`` elements
+(rebuilt from the wire, so no user-defined ``__eq__``: None, bool, int, float, complex,
+str, bytes and lists, tuples, sets, frozensets and dicts of those), at most ``MAX_ITEMS`` elements
 nested ``MAX_DEPTH`` deep, ints of ``MAX_INT_BITS``, ``MAX_CHARS`` of strings in all, and
 ``MAX_HASHED`` set and dict entries (values with equal hashes make building a set quadratic,
 and the hashes of ints and tuples are predictable). The judge decides those statements
@@ -25,7 +26,8 @@ MAX_INT_BITS = 10_000
 MAX_CHARS = 1 << 20
 MAX_HASHED = 1_000
 
-_LEAVES = frozenset({"n", "b", "f", "i"})  # "i": the wire's decimal ints, 40 digits at most
+# "i": the wire's decimal ints, 40 digits at most; "c": complex, two floats
+_LEAVES = frozenset({"n", "b", "f", "i", "c"})
 _SEQUENCES = frozenset({"l", "t", "S", "F"})
 _HASHED = frozenset({"S", "F", "d"})
 
@@ -51,7 +53,7 @@ def bounded_plain(data) -> bool:
         if tag == "x":  # hex ints: "-0x" and four bits a digit
             if not (isinstance(body, str) and len(body) <= MAX_INT_BITS // 4 + 3):
                 return False
-        elif tag == "s":
+        elif tag in ("s", "y"):  # str, bytes (as hex)
             chars += len(body) if isinstance(body, str) else MAX_CHARS + 1
             if chars > MAX_CHARS:
                 return False

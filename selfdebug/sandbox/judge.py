@@ -291,13 +291,16 @@ class Judge:
         check_limit = max(prep.limit, 1.0)
         verdicts: dict[int, tuple[str, str]] = {}
         while items:
-            done = 0
+            done, stop = 0, False
+            # read to the batch's end even after a stop: the checker stops there by itself
+            # and its closing frame must not be left for the next conversation to read
             for i, outcome, note in self.checker.batch(items, session, check_limit,
                                                        session.hard_deadline, stop_first):
                 done += 1
                 verdicts[i] = (outcome, note)
-                if outcome != "pass" and (stop_first or note.endswith("[dead]")):
-                    return verdicts
+                stop = stop or (outcome != "pass" and (stop_first or note.endswith("[dead]")))
+            if stop:
+                return verdicts
             items = items[done:]
             if items and (done == 0 or time.monotonic() >= session.hard_deadline):
                 return verdicts
