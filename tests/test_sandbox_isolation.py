@@ -281,6 +281,37 @@ def test_class4_returned_values_cost_the_trusted_side_bounded_work(judge, code):
     assert judge.run("t/range", RANGE.canonical_solution).status == "passed"
 
 
+def test_class4_a_set_of_equal_hashes_costs_the_trusted_side_linear_work(judge):
+    """k * (2**61 - 1) all hash to 0: a set of n of them takes n**2 / 2 comparisons to build
+    (50,000: ~14 s of the judge's CPU). Built in the sandbox, that time is the candidate's;
+    but a frame forged on the result channel costs it nothing, so the trusted side refuses
+    a set or dict with more than MAX_EQUAL_HASHES equal hashes (a linear check)."""
+    from selfdebug.sandbox import wire
+
+    m = 2**61 - 1
+    t0 = time.process_time()
+    with pytest.raises(wire.WireError, match="same hash"):
+        wire.decode(["S", [["i", str(k * m)] for k in range(50_000)]], trusted=True)
+    with pytest.raises(wire.WireError, match="same hash"):
+        wire.decode(["d", [[["t", [["i", str(k * m)]]], ["n"]] for k in range(5_000)]],
+                    trusted=True)
+    assert time.process_time() - t0 < 2.0
+    plain = set(range(-5, 100_000))  # hash(-1) == hash(-2): a few equal hashes are fine
+    assert wire.decode(wire.encode(plain, returning=True), trusted=True) == plain
+    # end to end: forged on a call suite's result channel, decoded by the judge itself
+    forge = ("import os\ndef sq(x):\n    m = 2**61 - 1\n"
+             "    items = b','.join(b'[\"i\",\"%d\"]' % (k * m) for k in range(50000))\n"
+             "    msg = b'{\"batch\":[{\"ok\":[\"S\",[' + items + b']]}]}'\n"
+             "    for fd in range(3, 12):\n        try:\n"
+             "            os.write(fd, len(msg).to_bytes(4, 'little') + msg)\n"
+             "        except OSError:\n            pass\n    return x * x\n")
+    t0 = time.monotonic()
+    r = judge.run("t/sq", forge)
+    assert time.monotonic() - t0 < 10
+    assert r.status != "passed" and "same hash" in r.feedback, r
+    assert judge.run("t/sq", SQ.canonical_solution).status == "passed"
+
+
 def test_class4_returned_builtin_called_by_a_test_runs_in_the_sandbox(judge):
     p = Problem(task_id="t/opener", prompt="", entry_point="f",
                 canonical_solution="def f():\n    return lambda p: 'ok'\n",

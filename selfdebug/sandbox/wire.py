@@ -27,6 +27,10 @@ MAX_FRAME = 64 << 20
 MAX_ITEMS = 2_000_000  # elements in one encoded value
 MAX_DEPTH = 100  # nesting of one value (JSON decoding recurses per level)
 MAX_INT_BITS = 1 << 22  # about 1.26 million decimal digits
+# Elements of one set (keys of one dict) with the same hash, on the trusted side: each costs
+# a comparison with all the others, so building a set of n of them is quadratic (ints and
+# tuples hash predictably: k * (2**61 - 1) all hash to 0), and a forged frame is cheap.
+MAX_EQUAL_HASHES = 64
 
 
 class WireError(Exception):
@@ -232,6 +236,18 @@ def decode(data, resolve_ref=None, *, trusted: bool = False, _depth: int = 0):
         raise WireError(f"unreadable value: {type(e).__name__}: {str(e)[:200]}") from None
 
 
+def _spread(keys: list, trusted: bool) -> list:
+    """``keys`` for a set or dict, refused on the trusted side when too many share a hash
+    (linear: the hashes of distinct hash values are distinct). Unhashable keys raise
+    TypeError, as building the set would."""
+    if trusted and len(keys) > MAX_EQUAL_HASHES:
+        worst = max(collections.Counter(map(hash, keys)).values())
+        if worst > MAX_EQUAL_HASHES:
+            raise WireError(f"{worst} elements of one set or dict have the same hash "
+                            f"(over {MAX_EQUAL_HASHES})")
+    return keys
+
+
 def _decode(data, resolve_ref, trusted: bool, depth: int):
     if depth > MAX_DEPTH + 1:
         raise WireError(f"value nested too deeply (over {MAX_DEPTH} levels)")
@@ -267,11 +283,12 @@ def _decode(data, resolve_ref, trusted: bool, depth: int):
     if tag == "t":
         return tuple(dec(v) for v in data[1])
     if tag == "S":
-        return {dec(v) for v in data[1]}
+        return set(_spread([dec(v) for v in data[1]], trusted))
     if tag == "F":
-        return frozenset(dec(v) for v in data[1])
+        return frozenset(_spread([dec(v) for v in data[1]], trusted))
     if tag in ("d", "o", "C"):
         pairs = [(dec(k), dec(v)) for k, v in data[1]]
+        _spread([k for k, _ in pairs], trusted)
         cls = {"d": dict, "o": collections.OrderedDict, "C": collections.Counter}[tag]
         return cls(pairs) if tag != "C" else collections.Counter(dict(pairs))
     if tag == "q":
