@@ -2,10 +2,14 @@
 
 Pretraining data (why each part, issue 18): description → code pairs from training
 combinations, with ``mutated_fraction`` of the targets replaced by a wrong program (so the
-base model makes realistic mistakes), plus ``repair_fraction`` repair-format examples from
-the *regular* families with real sandbox feedback (so the base model knows the repair
-prompt; some "fixes" are wrong too: ``repair_noise``). It never sees a hidden-constant
-repair: reading the constant out of the feedback is what self-bootstrapping must teach.
+base model makes realistic mistakes), plus ``repair_fraction`` repair-format examples with real
+sandbox feedback (so the base model knows the repair prompt; some "fixes" are wrong too:
+``repair_noise``). ``repair_hidden_share`` of them come from hidden-constant programs
+(without them a repair drops the constant line: 0 of 120 kept the structure), half of
+those with a wrong constant (``repair_constant_share``): the base learns that a fix may
+change the constant, not yet where the right one comes from (0 of 43 structure-right
+repairs copied it from the feedback; they guess). Reading it out of the feedback is
+what self-bootstrapping must teach, starting from the lucky guesses that pass.
 
 The prompts are `llm.prompts` messages, rendered as every stage renders them, and the
 training is the SFT stage itself (Ray Train, answer-only loss) on ready-made examples.
@@ -34,7 +38,7 @@ from selfdebug.world.generate import (
     split_combinations,
     test_inputs,
 )
-from selfdebug.world.mutate import mutate
+from selfdebug.world.mutate import mutate, wrong_constant
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "base_model.json"
@@ -69,7 +73,10 @@ def pretraining_examples(world: WorldConfig, base: BaseModelConfig, seed: int,
         pick_hidden = hidden and rng.random() < base.repair_hidden_share
         r = hidden[k % len(hidden)] if pick_hidden else regular[k % len(regular)]
         inputs = eval(r["inputs"])  # noqa: S307  our own repr of plain literals
-        m = mutate(r["_spec"], inputs, rng, constant=False)
+        if pick_hidden and rng.random() < base.repair_constant_share:
+            m = wrong_constant(r["_spec"], rng)
+        else:
+            m = mutate(r["_spec"], inputs, rng, constant=False)
         if m is None:
             continue
         fix = r["_spec"]

@@ -27,9 +27,14 @@ class BaseModelConfig:
     mutated_fraction: float = 0.3  # targets replaced by a wrong program (the base model errs)
     repair_fraction: float = 0.12  # share of repair-format examples (regular families only)
     repair_noise: float = 0.3  # share of those whose "fix" is another wrong program
-    # share of repairs from hidden-constant programs with a structural bug (constant kept):
-    # teaches that a repaired program keeps its constant line, never where it comes from
+    # share of repairs from hidden-constant programs: without them a repair drops the
+    # constant line (measured: 0 of 120 repairs kept the structure)
     repair_hidden_share: float = 0.4
+    # share of those whose mistake is the constant: with 0 (structural bugs only) the base
+    # keeps the wrong constant verbatim (half its structure-right repairs), so it never
+    # guesses right and self-bootstrapping has nothing to start from; with 0.5 it guesses
+    # (and still does not read the feedback: 0 of 43 structure-right repairs did)
+    repair_constant_share: float = 0.5
     # 800 steps: 0.40 / 0.20 of greedy programs right on train / held-out combinations;
     # 1,600 steps: 0.73 / 0.60 (the copy of parameters from the description needs them)
     steps: int = 1600

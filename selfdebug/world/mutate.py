@@ -50,6 +50,15 @@ def _one(spec: Spec, rng: random.Random) -> Spec:
     return replace(spec, ops=tuple(ops))
 
 
+def wrong_constant(spec: Spec, rng: random.Random) -> Spec:
+    """``spec`` with another hidden constant (it fails the first test, on the zero)."""
+    kind = FAMILIES[spec.family].kind
+    while True:
+        c = hidden_constant(kind, rng)
+        if c != spec.constant:
+            return replace(spec, constant=c)
+
+
 def mutate(spec: Spec, inputs: list, rng: random.Random, tries: int = 20,
            constant: bool = True) -> Spec | None:
     """A spec whose program fails at least one of ``inputs``' tests (None if none found).
@@ -61,7 +70,7 @@ def mutate(spec: Spec, inputs: list, rng: random.Random, tries: int = 20,
     fam = FAMILIES[spec.family]
     for _ in range(tries):
         if constant and fam.hidden and rng.random() < 0.5:
-            mutant = replace(spec, constant=hidden_constant(fam.kind, rng))
+            mutant = wrong_constant(spec, rng)
         else:
             mutant = _one(spec, rng)
         if fails_a_test(mutant, spec, inputs):
