@@ -139,7 +139,11 @@ def sft_config(name: str, model: str, data_dir: Path, work: Path, out: Path, *, 
         micro_batch_size=mbs, global_batch_size=batch, lr=lr, min_lr_ratio=min_lr_ratio,
         warmup_steps=warmup, weight_decay=0.0, num_workers=workers, cpus_per_worker=cpus,
         storage_path=str(work / "sft"), out_dir=str(out), log_dir=str(work / "logs"),
-        checkpoint_every=10**9, eval_every=10**9, log_every=25, keep_checkpoints=1)
+        checkpoint_every=10**9, eval_every=10**9, log_every=25, keep_checkpoints=1,
+        # one retry: on a starved machine Ray Train's placement-group cleaner can take a
+        # state-API miss for a dead controller and remove a live run's placement group
+        # (seen once here at load 20-80; upstream: ray-project/ray PR 65447's review)
+        max_failures=1)
     cfg.validate()
     return cfg
 
