@@ -145,24 +145,31 @@ def test_killed_sandbox_actor_loses_no_sample(tmp_path, shared_data, ray_cluster
     samples = _write(tmp_path / "s.jsonl", rows)
     killed: list[int] = []
 
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    # this session's raylet (another Ray cluster on the machine must not be hit)
+    gcs = ray_cluster.get_runtime_context().gcs_address.encode()
+
     def kill_one():
         deadline = time.time() + 120
         while not killed and time.time() < deadline:
-            # The actor's own process: processes it forks keep its title, so take the
-            # one whose parent does not carry it.
-            found: dict[int, int] = {}
+            # The actor's own process, while its title says it is judging a chunk: a Ray
+            # worker is a child of this cluster's raylet (processes the actor forks keep
+            # its title, and its own title changes between calls: the title cannot tell).
             for pid in os.listdir("/proc"):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if not (pid.isdigit() and re.search(
+                            r"ray::SandboxActor\.(run_rows|judge_rows)", cmd)):
+                        continue
+                    up = Path(f"/proc/{parent(int(pid))}/cmdline").read_bytes()
+                    raylet = b"raylet" in up and gcs in up
                 except (OSError, ValueError, IndexError):
                     continue
-                if pid.isdigit() and re.search(r"ray::SandboxActor\.(run_rows|judge_rows)", cmd):
-                    found[int(pid)] = ppid
-            for pid, ppid in found.items():
-                if ppid not in found:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+                if raylet:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
                     return
             time.sleep(0.1)
 
