@@ -25,7 +25,7 @@ class BaseModelConfig:
     max_position_embeddings: int = 1024
     problems: int = 3000  # pretraining problems (training combinations, own seed stream)
     mutated_fraction: float = 0.3  # targets replaced by a wrong program (the base model errs)
-    repair_fraction: float = 0.12  # share of repair-format examples (regular families only)
+    repair_fraction: float = 0.12  # share of repair-format examples (with real feedback)
     repair_noise: float = 0.3  # share of those whose "fix" is another wrong program
     # share of repairs from hidden-constant programs: without them a repair drops the
     # constant line (measured: 0 of 120 repairs kept the structure)
