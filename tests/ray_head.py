@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,30 @@ class Head:
             time.sleep(poll)
         raise TimeoutError(f"job {job_id} still {info.get('status')!r} after {timeout:.0f} s "
                            f"(waited for {until}); logs:\n{self.logs(job_id)[-4000:]}")
+
+    def _state_rows(self, kind: str, **eq: str) -> list[dict]:
+        """Rows of Ray's state API (``/api/v0/<kind>``) whose columns equal ``eq``."""
+        query = urllib.parse.urlencode(
+            [(k, v) for key, value in eq.items() for k, v in
+             (("filter_keys", key), ("filter_predicates", "="), ("filter_values", value))]
+            + [("limit", "1000"), ("detail", "true")])
+        with urllib.request.urlopen(f"{self.address}/api/v0/{kind}?{query}",
+                                    timeout=30) as resp:
+            return json.loads(resp.read())["data"]["result"]["result"]
+
+    def held_by(self, job_id: str) -> list[str]:
+        """What the job (its Ray job id, ``job(...)["job_id"]``) still holds: live actors
+        that reserve CPUs/GPUs (``CPU``, or ``CPU_group_…`` inside a placement group),
+        placement groups not removed. Zero-resource actors (Ray Data's detached stats
+        actor) hold nothing another job could wait for."""
+        held = [f"actor {a.get('class_name')} ({a.get('required_resources')})"
+                for a in self._state_rows("actors", job_id=job_id, state="ALIVE")
+                if any(v for k, v in (a.get("required_resources") or {}).items()
+                       if k.split("_")[0] in ("CPU", "GPU"))]
+        held += [f"placement group {g.get('placement_group_id')} ({g.get('state')})"
+                 for g in self._state_rows("placement_groups", creator_job_id=job_id)
+                 if g.get("state") != "REMOVED"]
+        return held
 
     def stop_job(self, job_id: str) -> None:
         """Stop (kill) the job's driver now: the job server's API, not the CLI, whose own

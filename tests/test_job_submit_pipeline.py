@@ -4,9 +4,9 @@ runtime env, the CPU pipeline with small settings.
 
 - the whole pipeline (synth → sft → eval) ends SUCCEEDED and its run directory holds
   every stage's config, metrics, report and the final table;
-- a driver killed in the middle of synthesis, submitted again, resumes: the shards
-  committed before the kill are not rewritten, nothing is missing or doubled, and the
-  rows match the uninterrupted run's;
+- a driver killed in the middle of SFT, submitted again, resumes: synthesis (complete)
+  is skipped and its output untouched, SFT goes on from its registered checkpoint (no
+  checkpointed step trained again), and the synthesis rows match the uninterrupted run's;
 - a stage starved on purpose (actors sized past the cluster, sizing off) fails within its
   stall timeout with a message naming the resources it waits for — no silent hang.
 """
@@ -106,8 +106,23 @@ def _train_log(run: Path) -> list[dict]:
     return [r for r in lines if r.get("split") == "train"]
 
 
-@pytest.mark.skip(reason="open in issue 17: this version (job stopped through the job server's HTTP API) failed in its only run on the shared development machine and was not diagnosed yet; remove this mark to run it")
+def _durable_checkpoints(ckpt: Path) -> list[str]:
+    """The checkpoints Ray Train has registered (its snapshot lists them; a resumed run
+    starts from the latest). A ``checkpoint_*`` directory alone may still be being copied
+    in: not yet progress a new driver would find."""
+    try:
+        snap = json.loads((ckpt / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [c["checkpoint_dir_name"] for c in snap.get("checkpoint_results", [])]
+
+
 def test_killed_driver_resumes_without_redoing_or_losing_work(head, full_run, tmp_path):
+    """The kill lands in SFT, once Ray Train has registered a checkpoint: synthesis is the
+    last complete stage (skipped on resubmission), SFT the first incomplete one (its own
+    resume: from that checkpoint). Not in synthesis: its shards all commit within ~50 ms
+    here (one engine batch for the 4 problems), a window no poll can hit reliably; its
+    per-shard resume after a killed run is tested in test_synth_pipeline/test_faults."""
     run_a = full_run[0]
     run = tmp_path / "run-b"
     out, ckpt = run / "r1-synth" / "out", run / "r1-sft" / "checkpoints" / "sft"
@@ -115,24 +130,36 @@ def test_killed_driver_resumes_without_redoing_or_losing_work(head, full_run, tm
            "stages=[synth,sft]"]
     job = head.submit(cmd, cwd=str(REPO), runtime_env=RUNTIME_ENV)
 
-    def mid_stage():
-        """The stage to kill the driver in, once it has made durable progress: synthesis
-        with some shards committed, or SFT with a checkpoint."""
-        synth = _state(run, "r1-synth").get("status") == "running"
-        shards = len(json.loads((out / "manifest.json").read_text())["shards"]) \
-            if synth and (out / "manifest.json").is_file() else 0
-        if synth and 0 < shards < 4:
-            return "r1-synth"
-        if _state(run, "r1-sft").get("status") == "running" and any(ckpt.glob("checkpoint_*")):
-            return "r1-sft"
-        return None
+    seen_held: list[str] = []  # what this job held while SFT ran: the check below can fail
 
-    killed = _wait_for(mid_stage, JOB_TIMEOUT, "a stage with durable progress", poll=0.2)
-    head.stop_job(job)  # kills the driver (and with it the stage's actors)
-    assert head.wait(job, 120)["status"] in ("STOPPED", "FAILED")
-    assert _state(run, killed)["status"] == "running"  # the kill came in the middle of it
-    kept = {"synth": _files(out), "ckpt": _files(ckpt)}
-    done_steps = max((int(p.name.split("_")[1]) for p in ckpt.glob("checkpoint_*")), default=0)
+    def mid_sft() -> bool:
+        sft = _state(run, "r1-sft").get("status") == "running"
+        if sft and not any("RayTrainWorker" in h for h in seen_held) and (
+                jid := head.job(job).get("job_id")):
+            seen_held[:] = head.held_by(jid)  # SFT's workers reserve the head's CPUs
+        return (_state(run, "r1-synth").get("status") == "complete" and sft
+                and bool(_durable_checkpoints(ckpt)))
+
+    _wait_for(mid_sft, JOB_TIMEOUT, "SFT running with a registered checkpoint", poll=0.2)
+    head.stop_job(job)  # SIGTERM to the driver, SIGKILL 3 s later (and its actors go with it)
+    stopped = head.wait(job, 120)
+    assert stopped["status"] in ("STOPPED", "FAILED")
+    assert any("RayTrainWorker" in h for h in seen_held), seen_held
+    # The stop ends the job's actors and placement groups too (the train workers outlive
+    # the driver by a moment, still writing): nothing is left to starve the next job, and
+    # the files below are read only once nothing of the stopped job can change them.
+    deadline = time.monotonic() + 60
+    while held := head.held_by(stopped["job_id"]):
+        assert time.monotonic() < deadline, f"60 s after the stop, the job still holds {held}"
+        time.sleep(1)
+    assert _state(run, "r1-sft")["status"] == "running"  # the kill came in the middle of it
+    # What is complete at the kill must stay as it is: the whole synthesis output (the
+    # stage is skipped) and every registered checkpoint (trained steps, not trained again).
+    durable = _durable_checkpoints(ckpt)
+    fixture = run / "r1-sft" / "fixture"  # SFT's other input, built before training
+    kept = {"synth": _files(out), "fixture": _files(fixture),
+            "ckpt": {f: t for f, t in _files(ckpt).items() if f.split("/")[0] in durable}}
+    done_steps = max(int(c.split("_")[1]) for c in durable)
     # the records of checkpointed steps (timings included): a step trained again differs
     trained = [r for r in _train_log(run) if r["step"] <= done_steps]
 
@@ -140,18 +167,21 @@ def test_killed_driver_resumes_without_redoing_or_losing_work(head, full_run, tm
     info = head.wait(job2, JOB_TIMEOUT)
     logs = head.logs(job2)
     assert info["status"] == "SUCCEEDED", logs[-4000:]
-    assert f"{killed}: an earlier run stopped in this stage; resuming it" in logs
+    assert "r1-synth: complete for this config" in logs
+    assert "r1-sft: an earlier run stopped in this stage; resuming it" in logs
     report = json.loads((run / "report.json").read_text())
-    expected = {"r1-synth": ("resumed" if killed == "r1-synth" else "skipped"),
-                "r1-sft": ("resumed" if killed == "r1-sft" else "ran")}
-    assert {s["step"]: s["status"] for s in report["stages"]} == expected
-    # what was committed before the kill was not computed again
+    assert {s["step"]: s["status"] for s in report["stages"]} == \
+        {"r1-synth": "skipped", "r1-sft": "resumed"}
+    assert _state(run, "r1-sft")["attempts"] == 2
     for name, files in kept.items():
-        now = _files(out if name == "synth" else ckpt)
-        assert {f: now.get(f) for f in files} == files, name
+        now = _files({"synth": out, "fixture": fixture, "ckpt": ckpt}[name])
+        assert files and {f: now.get(f) for f in files} == files, name
     log = _train_log(run)  # SFT went on from its checkpoint, not from step 1
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert log[:len(trained)] == trained
+    attempts = [json.loads(x)["resumed_at"] for x in
+                (run / "r1-sft" / "logs" / "attempts.jsonl").read_text().splitlines()]
+    assert attempts == [0, done_steps]
     # nothing lost, nothing doubled: the same rows and ids as the uninterrupted run
     a_out = run_a / "r1-synth" / "out"
     for sub, key in (("samples", ("task_id", "sample_index")), ("debug", ("record_id",))):

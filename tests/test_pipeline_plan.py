@@ -159,3 +159,18 @@ def test_skip_resume_and_rerun_decisions(tmp_path, monkeypatch):
     data = R.run_pipeline(changed, log=logs.append)
     assert CALLS == ["sft", "eval"]
     assert [s["status"] for s in data["stages"]] == ["skipped", "resumed", "ran"]
+
+
+def test_a_resumed_sft_step_keeps_the_fixture_it_trained_on(tmp_path, shared_data, monkeypatch):
+    from selfdebug.pipeline import run as R
+
+    monkeypatch.setenv("SELFDEBUG_SHARED_DATA", str(shared_data))
+    sft = next(s for s in plan(_cfg(tmp_path, "fixture_problems=3")) if s.kind == "sft")
+    out = Path(R.build_fixture(sft))
+    built = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert len(built) >= 3 and json.loads((out / "manifest.json").read_text())["shards"]["0"]
+    assert R.build_fixture(sft) == str(out)  # the resumed attempt: not written again
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == built
+    (out / json.loads((out / "manifest.json").read_text())["shards"]["0"]["files"][0]).unlink()
+    R.build_fixture(sft)  # a shard file gone: built again, whole
+    assert all(p.is_file() for p in built)
