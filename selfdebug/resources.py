@@ -141,3 +141,18 @@ def sft_holders(cfg) -> list[Holder]:
     # in_ray_data: Ray Train already excludes its workers' CPUs from Ray Data's budget
     return [Holder("Ray Train workers", cfg.num_workers, cfg.cpus_per_worker,
                    "cpus_per_worker", in_ray_data=True)]
+
+
+def rl_holders(cfg) -> list[Holder]:
+    """Long-lived actors of `selfdebug rl`: the policy's engines, the learner workers, the
+    sandbox actors and the reward workers, all up for the whole run (no Ray Data)."""
+    holders = [Holder("vLLM engines", max(1, cfg.engine.num_replicas), _engine_cpus(cfg.engine),
+                      "engine.num_cpus", in_ray_data=False),
+               Holder("sandbox actors", cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
+                      "sandbox.cpus_per_actor", in_ray_data=False),
+               Holder("reward workers", cfg.reward.workers, cfg.reward.worker_cpus,
+                      "reward.worker_cpus", in_ray_data=False)]
+    if cfg.use_ray_train:
+        holders.append(Holder("Ray Train learner workers", cfg.num_workers,
+                              cfg.cpus_per_worker, "cpus_per_worker", in_ray_data=False))
+    return holders

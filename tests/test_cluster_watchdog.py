@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,23 @@ def test_fit_scales_holders_to_the_share_of_a_small_cluster(monkeypatch):
     assert limits == [None, pytest.approx(2 - 1 / 3, abs=1e-3)]
     big, same = fit_to_cluster(_Cfg(), holders, cpus=64, log=None)
     assert big == _Cfg() and same == holders  # a large cluster: untouched
+
+
+def test_rl_actors_fit_a_two_cpu_head(monkeypatch):
+    """`selfdebug rl`'s CPU default asks for more than a 2-CPU head has (engine, learner,
+    sandbox and reward actors, all up together): scaled to the whole head, every field."""
+    from selfdebug.config import load_config
+    from selfdebug.resources import rl_holders
+    from selfdebug.rl.config import RLConfig
+
+    monkeypatch.setattr("selfdebug.resources.limit_ray_data", lambda cpus: None)
+    rl = load_config(RLConfig, Path(__file__).resolve().parents[1] / "jobs/configs/rl-cpu.yaml")
+    holders = rl_holders(rl)
+    assert {h.name for h in holders} == {"vLLM engines", "sandbox actors", "reward workers",
+                                         "Ray Train learner workers"}
+    assert sum(h.count * h.cpus for h in holders) > 2
+    cfg, sized = fit_to_cluster(rl, holders, share=1.0, cpus=2, log=None)
+    assert sum(h.count * h.cpus for h in sized) <= 2 + 1e-9
+    assert sum(h.count * h.cpus for h in rl_holders(cfg)) <= 2 + 1e-9  # written into cfg
+    assert cfg.cpus_per_worker < rl.cpus_per_worker and cfg.engine.num_cpus is not None
+    assert fit_to_cluster(rl, holders, share=1.0, cpus=4, log=None)[0] == rl

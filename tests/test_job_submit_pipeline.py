@@ -2,7 +2,7 @@
 temp dir and ports, token auth off), the repository as the working dir, the jobs/
 runtime env, the CPU pipeline with small settings.
 
-- the whole pipeline (synth → sft → eval) ends SUCCEEDED and its run directory holds
+- the whole pipeline (synth → sft → rl → eval) ends SUCCEEDED and its run directory holds
   every stage's config, metrics, report and the final table;
 - a driver killed in the middle of SFT, submitted again, resumes: synthesis (complete)
   is skipped and its output untouched, SFT goes on from its registered checkpoint (no
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from ray_head import local_head  # tests/ is on sys.path (pytest rootdir-relative import)
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.slow]
@@ -59,9 +60,10 @@ def test_pipeline_job_succeeds_and_fills_the_run_directory(full_run):
     run, info, logs = full_run
     assert info["status"] == "SUCCEEDED", logs[-4000:]
     report = json.loads((run / "report.json").read_text())
-    assert [s["step"] for s in report["stages"]] == ["r1-synth", "r1-sft", "eval"]
+    steps = ["r1-synth", "r1-sft", "rl", "eval"]
+    assert [s["step"] for s in report["stages"]] == steps
     assert {s["status"] for s in report["stages"]} == {"ran"}
-    for step in ("r1-synth", "r1-sft", "eval"):
+    for step in steps:
         state = json.loads((run / step / "stage.json").read_text())
         assert state["status"] == "complete" and state["wall_s"] > 0
         assert (run / step / "config.yaml").is_file() and (run / step / "metrics.json").is_file()
@@ -71,10 +73,20 @@ def test_pipeline_job_succeeds_and_fills_the_run_directory(full_run):
     assert inputs == [str(run / "r1-synth" / "out"), str(run / "r1-sft" / "fixture")]
     assert str(run / "r1-synth" / "out") in (run / "r1-sft" / "config.yaml").read_text()
     assert (run / "r1-sft" / "model" / "config.json").is_file()
+    # RL started from the SFT model (its actors sized to the 2-CPU head), and eval read
+    # the RL model beside the base and SFT ones
+    rl = yaml.safe_load((run / "rl" / "config.yaml").read_text())
+    assert rl["model"] == str(run / "r1-sft" / "model")
+    assert (run / "rl" / "model" / "config.json").is_file()
+    models = yaml.safe_load((run / "eval" / "config.yaml").read_text())["models"]
+    assert [(m["name"], m["path"]) for m in models] == [
+        ("base", "tiny"), ("SFT", str(run / "r1-sft" / "model")),
+        ("SFT+RL", str(run / "rl" / "model"))]
     final = report["comparison"]
-    assert final["models"] == ["base", "SFT"] and "| base |" in final["table2"]
+    assert final["models"] == ["base", "SFT", "SFT+RL"]
+    assert all(f"| {m} |" in final["table2"] for m in final["models"])
     assert "## Final comparison" in (run / "report.md").read_text()
-    assert "[pipeline] 3/3 eval: done" in logs
+    assert "[pipeline] 4/4 eval: done" in logs
 
 
 def _wait_for(pred, timeout: float, what: str, poll: float = 0.5):

@@ -82,7 +82,8 @@ def test_bad_configs_are_refused_with_the_reason(tmp_path, monkeypatch):
         _cfg(tmp_path, "stages=[synth,sft,rl,eval]")
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as in a job's driver
     with pytest.raises(ConfigError, match="absolute path"):  # runs/... inside a Ray job's
-        load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml")  # dir: deleted
+        load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml",  # dir: deleted
+                    ["stages=[synth,sft,eval]"])  # (rl: refused above, here not available)
     with pytest.raises(ConfigError, match="not found"):
         plan(_cfg(tmp_path, "synth.config=jobs/configs/nope.yaml"))
 
@@ -105,6 +106,14 @@ def fake_sft(cfg):
         raise RuntimeError("worker died")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     return {"out_dir": cfg.out_dir, "steps": 4}
+
+
+def fake_rl(cfg):
+    CALLS.append("rl")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"from": cfg.model}))
+    return {"output_dir": str(out), "steps": cfg.steps}
 
 
 def fake_eval(cfg, log=print):
@@ -159,6 +168,40 @@ def test_skip_resume_and_rerun_decisions(tmp_path, monkeypatch):
     data = R.run_pipeline(changed, log=logs.append)
     assert CALLS == ["sft", "eval"]
     assert [s["status"] for s in data["stages"]] == ["skipped", "resumed", "ran"]
+
+
+def test_the_cpu_default_runs_rl_and_evaluates_its_model_beside_base_and_sft(tmp_path,
+                                                                           monkeypatch):
+    from selfdebug.pipeline import run as R
+
+    for kind in ("synth", "sft", "rl", "eval"):
+        monkeypatch.setitem(C.KINDS, kind, (C.KINDS[kind][0], f"{__name__}:fake_{kind}"))
+    monkeypatch.setattr("selfdebug.ray_utils.init_ray", lambda *a, **k: None)
+    cfg = load_config(PipelineConfig, REPO / "jobs/configs/pipeline-cpu.yaml",
+                      [f"run_dir={tmp_path / 'run'}", "sft_data=[synth]"])
+    assert cfg.stages == ["synth", "sft", "rl", "eval"]  # the CPU default includes RL
+    CALLS.clear()
+    data = R.run_pipeline(cfg, log=[].append)
+    assert CALLS == ["synth", "sft", "rl", "eval"]
+    run = tmp_path / "run"
+    assert [(s["step"], s["status"]) for s in data["stages"]] == [
+        ("r1-synth", "ran"), ("r1-sft", "ran"), ("rl", "ran"), ("eval", "ran")]
+    rl = json.loads((run / "rl" / "stage.json").read_text())
+    assert rl["status"] == "complete" and rl["after"] == ["r1-sft", "r1-synth"]
+    # RL trained the SFT model on this run's synthesis output, and eval read RL's model
+    rl_cfg = (run / "rl" / "config.yaml").read_text()
+    assert str(run / "r1-sft" / "model") in rl_cfg and str(run / "r1-synth" / "out") in rl_cfg
+    assert json.loads((run / "rl" / "model" / "config.json").read_text())["from"] == \
+        str(run / "r1-sft" / "model")
+    ev = next(s for s in plan(cfg) if s.kind == "eval")
+    assert [(m["name"], m["path"]) for m in ev.data["models"]] == [
+        ("base", "tiny"), ("SFT", str(run / "r1-sft" / "model")),
+        ("SFT+RL", str(run / "rl" / "model"))]
+    assert ev.after == ["r1-sft", "rl"]
+    final = data["comparison"]
+    assert final["models"] == ["base", "SFT", "SFT+RL"]
+    assert all(f"| {m} | Init |" in final["table2"] for m in final["models"])
+    assert "| rl | ran |" in (run / "report.md").read_text()
 
 
 def test_a_resumed_sft_step_keeps_the_fixture_it_trained_on(tmp_path, shared_data, monkeypatch):

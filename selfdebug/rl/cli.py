@@ -51,7 +51,9 @@ def run(cfg: RLConfig, pool=None) -> dict:
     """Train; returns a summary. ``pool``: engines already started for this model (tests,
     benchmarks), else started and shut down here."""
     from selfdebug.config import resolve_model
+    from selfdebug.progress import Watchdog
     from selfdebug.ray_utils import init_ray
+    from selfdebug.resources import describe, fit_to_cluster, rl_holders
     from selfdebug.rl.loop import learner_loop
 
     cfg = replace(cfg, **{k: str(Path(v).resolve()) for k in ("log_dir", "out_dir")
@@ -65,13 +67,20 @@ def run(cfg: RLConfig, pool=None) -> dict:
     cfg = replace(cfg, source=resolve_source(cfg.source))  # workers run elsewhere
     model_path = resolve_model(cfg.model)
     init_ray(cfg.ray_address or None)
+    # A joined cluster may be small (a 2-CPU head): every actor here lives for the whole
+    # run and none runs Ray Data, so they may take all of the cluster's CPUs between them.
+    cfg, holders = fit_to_cluster(cfg, rl_holders(cfg), share=1.0)
+    metrics = cfg.resolved_log_dir() / "metrics.jsonl"
     own_pool = pool is None
-    pool = pool or start_engines(cfg, model_path)
     try:
-        if not cfg.use_ray_train:
-            summary = learner_loop({"cfg": cfg, "pool": pool, "model_path": model_path})
-        else:
-            result = trainer(cfg, pool, model_path).fit()
+        with Watchdog("rl", cfg.stall_timeout_s, declared=describe(holders),
+                      probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
+            pool = pool or start_engines(cfg, model_path)
+            if not cfg.use_ray_train:
+                summary = learner_loop({"cfg": cfg, "pool": pool, "model_path": model_path})
+            else:
+                result = trainer(cfg, pool, model_path).fit()
+        if cfg.use_ray_train:
             if result.error is not None:
                 raise result.error
             with result.checkpoint.as_directory() as d:
@@ -79,7 +88,7 @@ def run(cfg: RLConfig, pool=None) -> dict:
                                 dirs_exist_ok=True)
             summary = {"checkpoint": result.checkpoint.path}
     finally:
-        if own_pool:
+        if own_pool and pool is not None:
             pool.shutdown()
     log_dir = cfg.resolved_log_dir()
     report = log_dir / "rl_report.json"

@@ -91,6 +91,8 @@ class RLConfig(RunPaths):
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # with use_gpu; < 1 shares a GPU with an engine (colocated)
     use_ray_train: bool = True  # False: the learner runs in the driver process (tests, debug)
+    stall_timeout_s: float = 1800.0  # no new step this long (metrics.jsonl): fail, naming why
+    fit_resources: bool = True  # scale actor CPUs to the cluster joined (selfdebug.resources)
 
     # --- outputs ---
     storage_path: str = "runs/rl"
