@@ -78,3 +78,24 @@ def test_loop_without_ray_lora_export(tiny_model_dir, shared_data, tmp_path):
     assert not torch.allclose(q_merged, q_base)  # the adapter's update is in the weights
     ids = torch.tensor([[0, 5, 6, 7]])
     assert merged.generate(ids, max_new_tokens=4, do_sample=False).shape[1] == 8
+
+
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
+    """A rerun with the same name and storage resumes; one with another model or rewritten
+    data would silently continue the wrong run, so it is refused naming what differs."""
+    from selfdebug.train.cli import check_resume
+    from selfdebug.train.config import SFTConfig
+
+    data = tmp_path / "data" / "examples"
+    data.mkdir(parents=True)
+    (data / "part-0.parquet").write_bytes(b"x")
+    cfg = SFTConfig(name="r", model="/models/a", data_dirs=[str(tmp_path / "data")],
+                    storage_path=str(tmp_path / "sft"))
+    check_resume(cfg)  # fresh: records the identity
+    (tmp_path / "sft" / "r" / "checkpoint_000001").mkdir()
+    check_resume(cfg)  # the same config: resumes
+    with pytest.raises(ValueError, match="another model.*delete"):
+        check_resume(SFTConfig(**{**cfg.__dict__, "model": "/models/b"}))
+    os.utime(data / "part-0.parquet", ns=(1, 1))  # the data rewritten since
+    with pytest.raises(ValueError, match="data_files"):
+        check_resume(cfg)

@@ -13,6 +13,7 @@ and one sandbox actor serve the whole run.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -90,6 +91,10 @@ def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
 
     if not examples:
         return model, {"steps": 0, "tokens": 0, "skipped": "no examples"}
+    # A round's directory from an earlier run in the same out_dir (another base model,
+    # other data) would make Ray Train resume its checkpoints: each run starts its rounds
+    # afresh (the demo itself is not resumable).
+    shutil.rmtree(work, ignore_errors=True)
     out = work / "model"
     s = cfg.sft
     batch, mbs, packing = s.batch_examples, s.micro_batch_size, True

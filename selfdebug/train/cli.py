@@ -159,6 +159,41 @@ def export_model(checkpoint_model: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# What a checkpoint must share with the run that resumes it: restoring one trained on
+# another model or other data would silently continue the wrong run.
+RUN_STAMP = "run_config.json"
+RESUME_KEYS = ("model", "data_dirs", "seed", "lr", "epochs", "max_steps", "global_batch_size",
+               "micro_batch_size", "max_seq_len", "packing", "lora_r", "mix_weights",
+               "mix_caps", "val_fraction", "fixture_problems", "mbpp_path")
+
+
+def _resume_identity(cfg: SFTConfig) -> dict:
+    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns]
+             for d in cfg.data_dirs if "://" not in d
+             for p in sorted(Path(d).rglob("*")) if p.is_file()}
+    ident = {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "data_files": files}
+    return json.loads(json.dumps(ident, default=str))
+
+
+def check_resume(cfg: SFTConfig) -> None:
+    """Refuse to resume checkpoints in ``cfg.run_dir`` that another config wrote (ValueError
+    naming what differs); otherwise record this run's identity there."""
+    if not cfg.storage_is_local:
+        return
+    run_dir, ident = Path(cfg.run_dir), _resume_identity(cfg)
+    stamp = run_dir / RUN_STAMP
+    if stamp.is_file() and any(run_dir.glob("checkpoint_*")):
+        old = json.loads(stamp.read_text())
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        if diff:
+            raise ValueError(
+                f"{run_dir} holds checkpoints of a run with another {', '.join(diff)} "
+                "(data_files: the data was rewritten); this run would resume from them: "
+                f"pick another name or storage_path, or delete {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(ident, indent=1) + "\n")
+
+
 def run(cfg: SFTConfig) -> dict:
     """Train, then copy the final model to ``out_dir``; returns a summary."""
     from selfdebug.config import resolve_model
@@ -172,6 +207,7 @@ def run(cfg: SFTConfig) -> dict:
     note_log("sft", cfg.resolved_log_dir())
     init_ray(cfg.ray_address or None)
     cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
+    check_resume(cfg)
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
     with Watchdog("sft", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
                   probe=lambda: metrics.stat().st_size if metrics.exists() else 0):

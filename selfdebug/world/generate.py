@@ -46,7 +46,9 @@ class WorldConfig:
     train_problems: int = 1500
     test_problems: int = 300
     heldout_fraction: float = 0.2  # share of combinations held out
-    hidden_share: float = 0.4  # share of problems from hidden-constant families
+    # share of problems from hidden-constant families: there only feedback tells the
+    # constant, so generation-only training cannot gain (the demo's control stays flat)
+    hidden_share: float = 0.6
     tests_per_problem: int = 4  # 3..5
     phrasings: int = 1  # description texts per operation (1..2): more is harder to learn
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
