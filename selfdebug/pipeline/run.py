@@ -82,17 +82,16 @@ class ResourceMeter:
 def build_fixture(step: Step) -> str:
     """The MBPP fixture dataset SFT reads beside the synthesis output (``sft_data:
     fixture``), built in the step's directory; a synthesis-format output with a manifest."""
-    from selfdebug import dataset
-    from selfdebug.train.fixture_data import build_fixture_dataset, default_mbpp_path
+    from selfdebug.train.fixture_data import (
+        build_fixture_dataset,
+        default_mbpp_path,
+        fixture_is_built,
+    )
 
     # A resumed step (an earlier driver stopped in it) keeps the fixture it trained on:
     # built again, it would be rewritten under the checkpoint that read it.
-    out = Path(step.fixture)
-    built = dataset.read_manifest(out, {})
-    files = built.get("shards", {}).get("0", {}).get("files", [])
-    if built.get("fingerprint") == f"fixture:{step.fixture_problems}" and files and all(
-            (out / f).is_file() for f in files):
-        return str(out)
+    if fixture_is_built(step.fixture, step.fixture_problems):
+        return str(step.fixture)
     mbpp = default_mbpp_path()
     if mbpp is None:
         raise FileNotFoundError("sft_data 'fixture' needs mbpp.jsonl: set "

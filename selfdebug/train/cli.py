@@ -186,10 +186,11 @@ def check_resume(cfg: SFTConfig) -> None:
         old = json.loads(stamp.read_text())
         diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
         if diff:
+            why = " (the data was rewritten since)" if "data_files" in diff else ""
             raise ValueError(
-                f"{run_dir} holds checkpoints of a run with another {', '.join(diff)} "
-                "(data_files: the data was rewritten); this run would resume from them: "
-                f"pick another name or storage_path, or delete {run_dir}")
+                f"{run_dir} holds checkpoints of a run with another {', '.join(diff)}{why}; "
+                "this run would resume from them: pick another name or storage_path, or "
+                f"delete {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(ident, indent=1) + "\n")
 

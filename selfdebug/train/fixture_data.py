@@ -81,6 +81,21 @@ def fixture_rows(problems: list[Problem]) -> tuple[list[dict], list[dict]]:
     return debug, samples
 
 
+def _fingerprint(problems: int) -> str:
+    return f"fixture:{problems}"
+
+
+def fixture_is_built(out_dir: str | Path, problems: int) -> bool:
+    """Whether ``out_dir`` holds a complete fixture dataset of ``problems`` problems."""
+    from selfdebug.synth import shards
+
+    out = Path(out_dir)
+    manifest = shards.read_manifest(out)
+    files = manifest.get("shards", {}).get("0", {}).get("files", [])
+    return manifest.get("fingerprint") == _fingerprint(problems) and bool(files) and all(
+        (out / f).is_file() for f in files)
+
+
 def build_fixture_dataset(out_dir: str | Path, mbpp_path: str | Path, problems: int = 64) -> Path:
     """Write the fixture dataset for the first ``problems`` MBPP train problems (one shard
     and a manifest, as `selfdebug synth` writes them); returns ``out_dir``."""
@@ -92,7 +107,7 @@ def build_fixture_dataset(out_dir: str | Path, mbpp_path: str | Path, problems: 
     debug, samples = fixture_rows(chosen)
     files = shards.write_shard(out, 0, samples, debug)
     manifest = shards.read_manifest(out)
-    manifest["fingerprint"] = f"fixture:{problems}"
+    manifest["fingerprint"] = _fingerprint(problems)
     manifest["shards"]["0"] = {"task_ids": [p.task_id for p in chosen], "files": files}
     shards.write_manifest(out, manifest)
     (out / "FIXTURE.txt").write_text(
