@@ -26,8 +26,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "jobs/configs/demo-cpu.yaml"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    # key=value overrides may come anywhere, also after --seeds (whose nargs would take them)
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
 
     from selfdebug.config import load_config
     from selfdebug.demo.config import DemoConfig
@@ -37,7 +39,7 @@ def main() -> int:
     for seed in args.seeds:
         cfg = load_config(DemoConfig, args.config, [
             f"seed={seed}", f"world.seed={seed}",
-            f"out_dir=runs/demo-bench-seed{seed}", *args.overrides])
+            f"out_dir=runs/demo-bench-seed{seed}", *overrides])
         rep = run_demo(cfg)
         m, g = rep["results"].get("method", []), rep["results"].get("generation_only", [])
         last = m[-1] if m else {}
