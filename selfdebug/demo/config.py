@@ -27,7 +27,8 @@ class BaseModelConfig:
     # targets replaced by a wrong program (the base model errs). Generation-only
     # self-training gains by filtering these out of its own samples: with 0.3 (and
     # hidden_share 0.4) the control gained +6.0 refine@1 points; 0.2: -0.2 / +7.2 (seeds
-    # 0 / 1); 0.1: +4.5 / +4.0, the method +29.0 / +15.5 (was +10.8 / +19.3)
+    # 0 / 1); 0.1: +4.5 / +4.0, the method +29.0 / +15.5 (was +10.8 / +19.3), both with
+    # 1,600 pretraining steps
     mutated_fraction: float = 0.1
     repair_fraction: float = 0.25  # share of repair-format examples (with real feedback)
     repair_noise: float = 0.3  # share of those whose "fix" is another wrong program
@@ -43,7 +44,8 @@ class BaseModelConfig:
     # 800 steps: 0.40 / 0.20 of greedy programs right on train / held-out combinations;
     # 1,600 steps: 0.73 / 0.60 (the copy of parameters from the description needs them).
     # 3,200: the rest of the control's gain was sharpening an unconverged base (sampled
-    # regular-family init@1 51 → 61 % in one round of training on its own correct samples)
+    # regular-family init@1 51 → 61 % in one round of training on its own correct samples);
+    # with 3,200 (and 0.1 above): control +0.7 / +3.5, method +20.0 / +26.7 (seeds 0 / 1)
     steps: int = 3200
     lr: float = 2e-3
     warmup_steps: int = 40
