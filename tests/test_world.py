@@ -13,7 +13,7 @@ import pytest
 from selfdebug.problems import load_problems
 from selfdebug.sandbox.pool import SandboxPool
 from selfdebug.world.cli import main as world_main
-from selfdebug.world.families import FAMILIES
+from selfdebug.world.families import FAMILIES, hidden_constants
 from selfdebug.world.generate import (
     WorldConfig,
     code,
@@ -51,6 +51,20 @@ def test_heldout_combinations_never_in_train_but_their_operations_are():
         assert all((fam, op) in train_ops for op in c.split(":")[1].split(">")[0].split("+"))
     # every family is represented in both splits
     assert {r["family"] for r in world["test"]} == set(FAMILIES)
+
+
+def test_hidden_constants_are_equally_frequent_within_each_split_and_family():
+    # a skewed split would be a prior generation-only training can learn without feedback
+    world = generate_world(WorldConfig(seed=1, train_problems=600, test_problems=150))
+    for split, records in world.items():
+        for name, fam in FAMILIES.items():
+            values = [r["constant"] for r in records if r["family"] == name]
+            if not fam.hidden:
+                assert set(values) == {None}
+                continue
+            counts = [values.count(v) for v in hidden_constants(fam.kind)]
+            assert sum(counts) == len(values) > 0, (split, name)
+            assert max(counts) - min(counts) <= 1, (split, name, counts)
 
 
 def test_records_are_humaneval_format_with_3_to_5_tests(tmp_path):

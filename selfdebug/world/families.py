@@ -153,6 +153,9 @@ def hidden_constant(kind: str, rng: random.Random):
     still guesses it now and then (1 in 9 or 18), and those verified lucky repairs are what
     self-bootstrapping starts from; with two digits (1 in 90) three rounds found too few
     to learn from (8 → 64 examples, held-out hidden repair rate stayed 0 %)."""
-    if kind == "str":
-        return rng.choice("bcdfghklmnpqrstvwz")
-    return rng.randint(1, 9)
+    return rng.choice(hidden_constants(kind))
+
+
+def hidden_constants(kind: str) -> list:
+    """Every value a hidden constant of ``kind`` can take."""
+    return list("bcdfghklmnpqrstvwz") if kind == "str" else list(range(1, 10))

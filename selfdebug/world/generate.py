@@ -19,6 +19,7 @@ from selfdebug.world.families import (
     OPS,
     Family,
     hidden_constant,
+    hidden_constants,
     random_input,
 )
 
@@ -179,7 +180,8 @@ def _combo_ops(combo: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- problems
-def make_spec(combo: str, rng: random.Random, phrasings: int = 1) -> Spec:
+def make_spec(combo: str, rng: random.Random, phrasings: int = 1, constant=None) -> Spec:
+    """A random spec of ``combo``; hidden families take ``constant`` when given."""
     family, rest = combo.split(":", 1)
     body, _, end = rest.partition(">")
     fam = FAMILIES[family]
@@ -189,7 +191,8 @@ def make_spec(combo: str, rng: random.Random, phrasings: int = 1) -> Spec:
         ops.append((name, gen(rng) if gen else None))
     return Spec(family=family, ops=tuple(ops), end=end,
                 threshold=rng.randint(0, 9) if family == "branch" else None,
-                constant=hidden_constant(fam.kind, rng) if fam.hidden else None,
+                constant=(constant if constant is not None else hidden_constant(fam.kind, rng))
+                if fam.hidden else None,
                 phrasing=tuple(rng.randrange(phrasings) for _ in ops))
 
 
@@ -242,15 +245,27 @@ def generate_split(cfg: WorldConfig, split: str, combos: list[str], count: int) 
     for c in combos:
         by_family.setdefault(c.split(":")[0], []).append(c)
     families = [f for f in cfg.families if by_family.get(f)]
+    # Hidden constants come from a shuffled deck per family, so within a split every value
+    # is equally frequent: with independent draws a split's most frequent constants
+    # (seed 1: 47, 38, 33 of 286 for a uniform 32) were a prior that generation-only
+    # training learned, and its hidden-family pass rate rose without reading feedback.
+    decks: dict[str, list] = {}
     out, seen = [], set()
     while len(out) < count:
         fam = rng.choices(families, weights=[weights[f] for f in families])[0]
-        spec = make_spec(rng.choice(by_family[fam]), rng, cfg.phrasings)
+        deck = decks.setdefault(fam, [])
+        if FAMILIES[fam].hidden and not deck:
+            deck += hidden_constants(FAMILIES[fam].kind)
+            rng.shuffle(deck)
+        spec = make_spec(rng.choice(by_family[fam]), rng, cfg.phrasings,
+                         constant=deck[-1] if deck else None)
         inputs = test_inputs(spec, cfg.tests_per_problem, rng)
         key = (code(spec), repr(inputs))
         if key in seen:
             continue
         seen.add(key)
+        if deck:
+            deck.pop()
         out.append(record(spec, f"world/{split}/{len(out)}", inputs))
         out[-1]["_spec"] = spec  # in memory only (write_jsonl drops it)
     return out
