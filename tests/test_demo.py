@@ -64,3 +64,49 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
     again = pretrained_base(cfg.world, cfg.base, cfg.seed, log=logs.append)
     assert again["cached"] and again["path"] == data["base_model"]["path"]
     assert any("skipping pretraining" in line for line in logs)
+
+
+class _ScriptedEngines:
+    """Stands in for the engines only because which programs a model writes cannot be
+    scripted with a real one (the reduced run above covers vLLM). It writes the canonical
+    solution for the attempts in ``right`` and a wrong program otherwise."""
+
+    def __init__(self, problems: dict, right: dict[str, int]):
+        self.problems, self.right, self.keys = problems, right, []
+
+    def generate(self, requests, sampling, keys):
+        self.keys += keys
+        out = []
+        for key in keys:
+            parts = key.split(":")  # ...:task_id:sample, or ...:refine:task_id:sample:attempt
+            task_id = parts[-3] if "refine" in parts else parts[-2]
+            p = self.problems[task_id]
+            good = "refine" in parts and int(parts[-1]) >= self.right.get(task_id, 99)
+            code = p.canonical_solution if good else p.prompt + "    return None\n"
+            out.append(f"```python\n{code}```")
+        return out
+
+
+def test_synthesis_stops_repairing_a_program_at_its_first_verified_repair(ray_cluster):
+    from selfdebug.demo.engines import Sandbox
+    from selfdebug.demo.run import examples_of, synthesize
+    from selfdebug.world.generate import WorldConfig, generate_world, problems_of
+
+    cfg = load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["synth.samples=1"])
+    problems = problems_of(generate_world(WorldConfig(train_problems=3, test_problems=0))["train"])
+    by_id = {p.task_id: p for p in problems}
+    a, b, c = (p.task_id for p in problems)
+    engines = _ScriptedEngines(by_id, {a: 0, b: 2})  # c: no attempt is right
+    sandbox = Sandbox(problems, cfg.sandbox)
+    try:
+        data = synthesize(engines, sandbox, problems, by_id, cfg, 0, "r0", attempts=8)
+    finally:
+        sandbox.shutdown()
+    tried = {t: sorted(r["attempt"] for r in data["repairs"] if r["task_id"] == t)
+             for t in (a, b, c)}
+    # stages of 1, 1, 2, 4 attempts: b's first right one (2) comes in the stage of 2 and 3
+    assert tried == {a: [0], b: [0, 1, 2, 3], c: list(range(8))}
+    # attempt k is the same request (key, hence seed) in whichever stage it runs
+    assert f"r0:synth:refine:{c}:0:7" in engines.keys
+    kinds = sorted(e["kind"] for e in examples_of(data, by_id, with_repairs=True))
+    assert kinds == ["refine", "refine"]

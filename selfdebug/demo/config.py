@@ -66,7 +66,9 @@ class BaseModelConfig:
 class SynthSettings:
     problems: int = 1500  # train problems per round (the first N of the train split)
     samples: int = 2  # initial samples per problem
-    attempts: int = 8  # repairs per wrong sample (method arm)
+    # repairs per wrong sample at most (method arm), in stages of 1, 1, 2, 4 that stop at
+    # its first verified repair: the same examples as all 8, 14-52 % fewer repairs a round
+    attempts: int = 8
     temperature: float = 0.8
     top_p: float = 1.0
     max_tokens: int = 160
@@ -74,6 +76,8 @@ class SynthSettings:
 
 @dataclass
 class SFTSettings:
+    # 3: with 2 (≈ 16 % less SFT time) seed 0's method stalled (+7.1 refine@1, repair vs
+    # resample 2.85×; with 3: +25.8, 9.7×) though seed 1 did not (+21.7; with 3: +20.3)
     epochs: int = 3
     lr: float = 1e-3
     warmup_steps: int = 10

@@ -22,9 +22,11 @@ def sample(engines: Engines, sandbox: Sandbox, problems: list, n: int, sampling:
 
 
 def repair(engines: Engines, sandbox: Sandbox, problems: dict, wrong: list[dict],
-           attempts: int, sampling: Sampling, tag: str, mode: str = "refine") -> list[dict]:
-    """``attempts`` repairs of each wrong sample (the model reads its code and feedback)."""
-    jobs = [(w, a) for w in wrong for a in range(attempts)]
+           attempts: int, sampling: Sampling, tag: str, mode: str = "refine",
+           first_attempt: int = 0) -> list[dict]:
+    """``attempts`` repairs of each wrong sample (the model reads its code and feedback),
+    numbered from ``first_attempt`` (the number seeds the request)."""
+    jobs = [(w, a) for w in wrong for a in range(first_attempt, first_attempt + attempts)]
     requests = [REFINE_MESSAGES[mode](problems[w["task_id"]].prompt, w["code"], w["feedback"])
                 for w, _ in jobs]
     texts = engines.generate(requests, sampling, [
