@@ -26,6 +26,35 @@ def test_config_is_checked():
     with pytest.raises(ValueError, match="synth.problems"):
         load_config(DemoConfig, "jobs/configs/demo-cpu.yaml",
                     ["synth.problems=5000"]).validate()
+    with pytest.raises(ValueError, match="sft.replay"):
+        load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["sft.replay=-1"]).validate()
+
+
+def _example(kind: str, task: str, answer: str) -> dict:
+    return {"example_id": f"{kind}:{task}:0", "task_id": task, "kind": kind,
+            "messages": json.dumps([{"role": "user", "content": task}]), "answer": answer}
+
+
+def test_a_round_trains_on_its_new_examples_and_a_replayed_share_of_earlier_ones():
+    from selfdebug.demo.run import round_examples
+
+    first = [_example("generate", f"t{i}", "a") for i in range(6)]
+    pool: dict = {}
+    ex, new = round_examples(pool, first, 1, 1.0, seed=0)
+    assert new == 6 and [e["example_id"] for e in ex] == [f"r1:generate:t{i}:0" for i in range(6)]
+    # round 2 re-finds t0 and t1 (not new) and finds two new examples
+    second = first[:2] + [_example("refine", "t0", "b"), _example("refine", "t9", "c")]
+    ex, new = round_examples(dict(pool), second, 2, 1.0, seed=0)
+    assert new == 2 and len(ex) == 4
+    assert [e["example_id"] for e in ex[2:]] == ["r2:refine:t0:0", "r2:refine:t9:0"]
+    assert all(e["example_id"].startswith("r1:") for e in ex[:2])  # drawn from round 1's six
+    again, _ = round_examples(dict(pool), second, 2, 1.0, seed=0)
+    assert again == ex  # the draw is seeded
+    # null: every earlier example, as well as the new ones
+    ex, new = round_examples(pool, second, 2, None, seed=0)
+    assert new == 2 and len(ex) == 8 and len(pool) == 8
+    # nothing new: the round trains on nothing (the model stays as it is)
+    assert round_examples(pool, second, 3, 1.0, seed=0) == ([], 0)
 
 
 @pytest.mark.timeout(420)

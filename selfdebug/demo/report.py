@@ -32,10 +32,12 @@ def markdown(report: dict) -> str:
             _fmt(r["fixed_set_repair_rate_by_kind"]["hidden"]) for r in res) + " |")
         data = report["data"].get(arm, [])
         if data:
-            lines += ["", "| SFT round | samples (passed) | repairs (passed) | examples | steps |",
-                      "| --- | --- | --- | --- | --- |"]
+            lines += ["", "| SFT round | samples (passed) | repairs (passed) | examples trained "
+                      "on | of which new | found so far | steps |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
             lines += [f"| {d['round']} | {d['samples']} ({d['samples_passed']}) | {d['repairs']} "
-                      f"({d['repairs_passed']}) | {d['examples']} {d['by_kind']} | {d['steps']} |"
+                      f"({d['repairs_passed']}) | {d['examples']} {d['by_kind']} | "
+                      f"{d['new_examples']} | {d['pool_examples']} | {d['steps']} |"
                       for d in data]
         lines.append("")
     acc = report.get("acceptance", {})

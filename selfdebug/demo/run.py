@@ -13,6 +13,7 @@ and one sandbox actor serve the whole run.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -168,11 +169,12 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         pools: dict[str, dict] = {arm: {} for arm in cfg.arms}  # example key -> example
         for r in range(1, cfg.rounds + 1):
             for arm in cfg.arms:
-                ex = examples_of(data[arm], by_id, with_repairs=arm == "method")
-                if cfg.sft.accumulate:
-                    ex = _accumulate(pools[arm], ex, r)
-                stats = _data_stats(data[arm], ex)
-                log(f"round {r} {arm}: SFT on {stats['examples']} examples {stats['by_kind']}")
+                found = examples_of(data[arm], by_id, with_repairs=arm == "method")
+                ex, new = round_examples(pools[arm], found, r, cfg.sft.replay, cfg.seed)
+                stats = {**_data_stats(data[arm], ex), "new_examples": new,
+                         "pool_examples": len(pools[arm])}
+                log(f"round {r} {arm}: SFT on {stats['examples']} examples {stats['by_kind']} "
+                    f"({new} new, {len(pools[arm])} found so far)")
                 models[arm], sft = timer(f"sft r{r} {arm}", finetune, models[arm], ex,
                                          out / arm / f"round-{r}", cfg, cfg.seed + r)
                 data_stats[arm].append({"round": r, **stats, **sft})
@@ -210,13 +212,22 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     return report
 
 
-def _accumulate(pool: dict, new: list[dict], round_: int) -> list[dict]:
-    """Every distinct example so far (same prompt and answer = one example), in the order
-    first found; ``pool`` keeps them across rounds (ids name the round that found them)."""
-    for e in new:
-        pool.setdefault((e["kind"], e["messages"], e["answer"]),
-                        {**e, "example_id": f"r{round_}:{e['example_id']}"})
-    return list(pool.values())
+def round_examples(pool: dict, found: list[dict], round_: int, replay: float | None,
+                   seed: int) -> tuple[list[dict], int]:
+    """(this round's SFT examples, how many are new): the examples ``found`` that no
+    earlier round found, plus earlier ones drawn at random, ``replay`` × as many (None:
+    all). ``pool`` keeps every distinct example across rounds (same prompt and answer =
+    one example; ids name the round that first found it)."""
+    new = []
+    for e in found:
+        key = (e["kind"], e["messages"], e["answer"])
+        if key not in pool:
+            pool[key] = {**e, "example_id": f"r{round_}:{e['example_id']}"}
+            new.append(pool[key])
+    old = list(pool.values())[:len(pool) - len(new)]  # the pool keeps first-found order
+    if replay is not None and replay * len(new) < len(old):
+        old = random.Random(f"{seed}:replay:{round_}").sample(old, round(replay * len(new)))
+    return old + new, len(new)
 
 
 def _data_stats(data: dict, examples: list[dict]) -> dict:
