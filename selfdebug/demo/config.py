@@ -77,7 +77,8 @@ class SynthSettings:
 @dataclass
 class SFTSettings:
     # 3: with 2 (≈ 16 % less SFT time) seed 0's method stalled (+7.1 refine@1, repair vs
-    # resample 2.85×; with 3: +25.8, 9.7×) though seed 1 did not (+21.7; with 3: +20.3)
+    # resample 2.85×; with 3, same synthesis: +12.5, 3.9×) though seed 1 did not (+21.7;
+    # with 3: +19.7)
     epochs: int = 3
     lr: float = 1e-3
     warmup_steps: int = 10
