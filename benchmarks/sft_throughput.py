@@ -6,6 +6,12 @@ rate, one process each with the same number of threads, one epoch. Only real (no
 tokens count, for both; the first step is left out (warm-up).
 
     python benchmarks/sft_throughput.py [--model DIR] [--batch 4] [--max-seq-len 1024] [--repeats 3]
+
+With ``--attention sdpa_packed`` the baseline is instead the same loop with ``sdpa``
+(transformers' block-diagonal mask over each packed row), e.g. on the demo's data:
+
+    python benchmarks/sft_throughput.py --attention sdpa_packed --max-seq-len 512 \
+        --model .cache/demo-base/base-<hash>/model --data-dir runs/demo-cpu/method/round-4/data
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ def _config(args) -> SFTConfig:
         data_dirs=[args.data_dir] if args.data_dir else [],
         fixture_problems=args.problems, val_fraction=0.0, max_seq_len=args.max_seq_len,
         epochs=1, micro_batch_size=args.batch, global_batch_size=args.batch, lr=1e-3,
-        warmup_steps=1, zero_stage=args.zero_stage, precision="fp32", num_workers=1,
+        warmup_steps=1, attn_implementation=args.attention, zero_stage=args.zero_stage, precision="fp32", num_workers=1,
         cpus_per_worker=args.threads, storage_path=args.out, checkpoint_every=10**9,
         eval_every=10**9, seed=0)
 
@@ -114,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seq-len", type=int, default=1024)
     p.add_argument("--zero-stage", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--attention", default="sdpa",
+                   help="the loop's attn_implementation; not sdpa: the baseline is the same "
+                        "loop with sdpa instead of the HF Trainer")
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds (median)")
     p.add_argument("--out", default=tempfile.mkdtemp(prefix="sft-bench-"))
     p.add_argument("--only", choices=["selfdebug", "hf"], help=argparse.SUPPRESS)
@@ -123,11 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         res = run_selfdebug(cfg) if args.only == "selfdebug" else run_hf_trainer(cfg)
         print("RESULT " + json.dumps(res))
         return 0
+    # The baseline: the HF Trainer, or (--attention) the same loop with plain sdpa.
+    base, base_name = ("hf", "HF Trainer") if args.attention == "sdpa" else \
+        ("selfdebug", "loop with sdpa")
+    attention = {"selfdebug": args.attention, "baseline": "sdpa"}
     # The machine may be shared: alternate the sides over several rounds, compare medians.
-    runs: dict[str, list[dict]] = {"selfdebug": [], "hf": []}
+    runs: dict[str, list[dict]] = {"selfdebug": [], "baseline": []}
     for r in range(args.repeats):
-        for side in ("selfdebug", "hf") if r % 2 == 0 else ("hf", "selfdebug"):
-            cmd = [sys.executable, __file__, "--only", side, "--model", cfg.model,
+        for side in ("selfdebug", "baseline") if r % 2 == 0 else ("baseline", "selfdebug"):
+            only = base if side == "baseline" else "selfdebug"
+            cmd = [sys.executable, __file__, "--only", only, "--model", cfg.model,
+                   "--attention", attention[side],
                    "--data-dir", args.data_dir, "--problems", str(args.problems),
                    "--batch", str(args.batch), "--max-seq-len", str(args.max_seq_len),
                    "--zero-stage", str(args.zero_stage), "--threads", str(args.threads),
@@ -142,19 +157,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r}: {side:9s} {runs[side][-1]['tokens_per_s']:9.1f} tokens/s",
                   flush=True)
     s = statistics.median(x["tokens_per_s"] for x in runs["selfdebug"])
-    h = statistics.median(x["tokens_per_s"] for x in runs["hf"])
+    h = statistics.median(x["tokens_per_s"] for x in runs["baseline"])
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k != "only"},
-                      "runs": runs}, indent=2))
-    print(f"selfdebug SFT loop : {s:10.1f} real tokens/s (median of {args.repeats})")
-    print(f"HF Trainer         : {h:10.1f} real tokens/s (median of {args.repeats})")
+                      "baseline": base_name, "runs": runs}, indent=2))
+    print(f"selfdebug SFT loop ({args.attention}): {s:10.1f} real tokens/s "
+          f"(median of {args.repeats})")
+    print(f"{base_name:20s}: {h:10.1f} real tokens/s (median of {args.repeats})")
     print(f"ratio              : {s / h:10.2f}x")
-    bs, bh = (max(x["tokens_per_s"] for x in runs[k]) for k in ("selfdebug", "hf"))
-    print(f"best of {args.repeats}          : selfdebug {bs:.1f}, HF Trainer {bh:.1f}, "
+    bs, bh = (max(x["tokens_per_s"] for x in runs[k]) for k in ("selfdebug", "baseline"))
+    print(f"best of {args.repeats}          : selfdebug {bs:.1f}, {base_name} {bh:.1f}, "
           f"ratio {bs / bh:.2f}x")
     # Less sensitive to bursts of load from other processes: the median step's rate.
     ms, mh = (statistics.median(x["median_step_tokens_per_s"] for x in runs[k])
-              for k in ("selfdebug", "hf"))
-    print(f"median step rate   : selfdebug {ms:.1f}, HF Trainer {mh:.1f}, ratio {ms / mh:.2f}x")
+              for k in ("selfdebug", "baseline"))
+    print(f"median step rate   : selfdebug {ms:.1f}, {base_name} {mh:.1f}, "
+          f"ratio {ms / mh:.2f}x")
     return 0
 
 if __name__ == "__main__":

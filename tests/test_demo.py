@@ -28,6 +28,8 @@ def test_config_is_checked():
                     ["synth.problems=5000"]).validate()
     with pytest.raises(ValueError, match="sft.replay"):
         load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["sft.replay=-1"]).validate()
+    with pytest.raises(ValueError, match="base.attention 'flash'"):
+        load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["base.attention=flash"]).validate()
 
 
 def _example(kind: str, task: str, answer: str) -> dict:

@@ -66,6 +66,61 @@ def test_packed_rows_score_each_sequence_alone(model):
     torch.testing.assert_close(nll, expected, atol=1e-4, rtol=1e-4)
 
 
+def _packed_batch():
+    seqs = [[5, 9, 14, 20, 7], [6, 11, 3, 40], [8, 8, 30], [12, 13, 14, 15, 16, 17], [4, 2]]
+    ex = [{"example_id": str(i), "input_ids": s, "labels": s} for i, s in enumerate(seqs)]
+    # row 0: three sequences (12 tokens); row 1: two sequences (8 tokens) + 4 of padding
+    return collate([join(ex[:3]), join(ex[3:])], pad_id=0), seqs
+
+
+def test_packed_attention_matches_sdpa_and_each_sequence_alone(tiny_model_dir, monkeypatch):
+    """sdpa_packed attends within each packed sequence: the logits and gradients of sdpa's
+    block-diagonal mask, and of each sequence run on its own."""
+    from selfdebug.train import attention
+
+    cuts = []
+    real = attention.segment_lengths
+    monkeypatch.setattr(attention, "segment_lengths", lambda p: cuts.append(real(p)) or cuts[-1])
+    batch, seqs = _packed_batch()
+    out = {}
+    for impl in ("sdpa", "sdpa_packed"):
+        torch.manual_seed(0)
+        m = build_model(str(tiny_model_dir), dtype=torch.float32, attn_implementation=impl)
+        logits = m(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        logits[batch["labels"] != -100].logsumexp(-1).sum().backward()
+        out[impl] = (logits.detach(), m.model.layers[0].self_attn.q_proj.weight.grad,
+                     m)
+    (ref, ref_grad, _), (got, got_grad, packed) = out["sdpa"], out["sdpa_packed"]
+    assert cuts and cuts[0] == [[5, 4, 3], [6, 2, 4]]  # padding is a segment of its own
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_grad, ref_grad, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        alone = packed(input_ids=torch.tensor([seqs[1]])).logits[0]
+    torch.testing.assert_close(got[0, 5:9], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_attention_leaves_padded_batches_and_decoding_to_sdpa(tiny_model_dir):
+    ids = torch.tensor([[5, 9, 14, 20, 7], [0, 0, 6, 11, 3]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    models = {impl: build_model(str(tiny_model_dir), dtype=torch.float32,
+                                attn_implementation=impl).eval()
+              for impl in ("sdpa", "sdpa_packed")}
+    with torch.no_grad():
+        ref, got = (models[i](input_ids=ids, attention_mask=mask).logits for i in models)
+    torch.testing.assert_close(got[mask.bool()], ref[mask.bool()], atol=1e-5, rtol=1e-5)
+    for m in models.values():
+        m.config.use_cache = True
+    with torch.no_grad():
+        a, b = (models[i].generate(ids[:1], max_new_tokens=6, do_sample=False)
+                for i in models)
+    assert torch.equal(a, b)
+
+
+def test_unknown_attention_is_named():
+    with pytest.raises(ValueError, match="attn_implementation 'flash'.*sdpa_packed"):
+        SFTConfig(attn_implementation="flash").validate()
+
+
 def test_value_model_gives_one_value_per_token(tiny_model_dir):
     critic = build_value_model(str(tiny_model_dir), dtype=torch.float32)
     ids = torch.randint(3, 200, (3, 7))

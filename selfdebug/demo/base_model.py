@@ -128,14 +128,16 @@ def write_examples(examples: list[dict], data_dir: Path) -> Path:
 def sft_config(name: str, model: str, data_dir: Path, work: Path, out: Path, *, lr: float,
                warmup: int, batch: int, mbs: int, max_seq_len: int, seed: int,
                epochs: int = 1, max_steps: int = -1, workers: int = 1,
-               cpus: float = 2.0, min_lr_ratio: float = 0.1, packing: bool = True):
+               cpus: float = 2.0, min_lr_ratio: float = 0.1, packing: bool = True,
+               attention: str = "sdpa"):
     """The SFT stage's config for one of the demo's trainings (no validation split;
     ``batch`` in examples per optimizer step)."""
     from selfdebug.train.config import SFTConfig
 
     cfg = SFTConfig(
         name=name, model=model, seed=seed, data_dirs=[str(data_dir)], val_fraction=0.0,
-        max_seq_len=max_seq_len, packing=packing, epochs=epochs, max_steps=max_steps,
+        max_seq_len=max_seq_len, packing=packing, attn_implementation=attention,
+        epochs=epochs, max_steps=max_steps,
         micro_batch_size=mbs, global_batch_size=batch, lr=lr, min_lr_ratio=min_lr_ratio,
         warmup_steps=warmup, weight_decay=0.0, num_workers=workers, cpus_per_worker=cpus,
         storage_path=str(work / "sft"), out_dir=str(out), log_dir=str(work / "logs"),
@@ -183,7 +185,8 @@ def pretrained_base(world: WorldConfig, base: BaseModelConfig, seed: int,
             cfg = sft_config("pretrain", str(init), data, work, work / "model", lr=base.lr,
                              warmup=base.warmup_steps, batch=base.batch_examples,
                              mbs=base.micro_batch_size, max_seq_len=base.max_seq_len,
-                             seed=seed, epochs=1000, max_steps=base.steps)
+                             seed=seed, epochs=1000, max_steps=base.steps,
+                             attention=base.attention)
             summary = run_sft(cfg)
             final.mkdir(parents=True, exist_ok=True)
             if (final / "model").exists():

@@ -116,7 +116,8 @@ def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
     sft = sft_config(work.name, model, write_examples(examples, work / "data"), work, out,
                      lr=s.lr, warmup=s.warmup_steps, batch=batch, mbs=mbs,
                      max_seq_len=s.max_seq_len, seed=seed, epochs=s.epochs,
-                     workers=s.num_workers, cpus=s.cpus_per_worker, packing=packing)
+                     workers=s.num_workers, cpus=s.cpus_per_worker, packing=packing,
+                     attention=s.attention)
     summary = run_sft(sft)
     return str(out), {"steps": summary.get("steps"), "tokens": summary.get("tokens")}
 

@@ -10,6 +10,7 @@ from selfdebug.train.engine import LoraSpec
 
 KINDS = ("refine", "explain_refine", "generate")
 PRECISIONS = ("auto", "bf16", "fp32")
+ATTENTION = ("sdpa", "sdpa_packed", "eager", "flash_attention_2")
 
 
 class RunPaths:
@@ -84,7 +85,9 @@ class SFTConfig(RunPaths):
     zero_stage: int = 2
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = False
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2
+    # sdpa | sdpa_packed (packed rows: each sequence attends on its own, train/attention.py)
+    # | eager | flash_attention_2
+    attn_implementation: str = "sdpa"
     lora_r: int = 0  # 0 = full fine-tuning
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -121,9 +124,9 @@ class SFTConfig(RunPaths):
             raise ValueError("precision bf16 needs use_gpu: true (CPU runs train in fp32)")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage {self.zero_stage}: use 0, 1, 2 or 3")
-        if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
-            raise ValueError(f"attn_implementation {self.attn_implementation!r}: use sdpa, "
-                             "eager or flash_attention_2")
+        if self.attn_implementation not in ATTENTION:
+            raise ValueError(f"attn_implementation {self.attn_implementation!r}: use one of "
+                             f"{ATTENTION}")
         for name in ("epochs", "micro_batch_size", "global_batch_size", "num_workers",
                      "max_seq_len", "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, name) < 1:

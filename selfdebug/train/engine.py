@@ -133,12 +133,21 @@ def _for_training(model, lora: LoraSpec | None, gradient_checkpointing: bool, ta
     return model
 
 
+def _known_attention(name: str) -> None:
+    """Our own attention implementations are registered with transformers on first use."""
+    from selfdebug.train import attention
+
+    if name == attention.NAME:
+        attention.register()
+
+
 def build_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | None = None,
                 gradient_checkpointing: bool = False, attn_implementation: str = "sdpa"):
     """A causal LM from ``model_path`` for training (no KV cache), LoRA-wrapped when
     ``lora.r > 0``. Under ZeRO-3, build an ``HfDeepSpeedConfig`` first (see `zero3_init`)."""
     from transformers import AutoModelForCausalLM
 
+    _known_attention(attn_implementation)
     model = AutoModelForCausalLM.from_pretrained(
         model_path, dtype=dtype, attn_implementation=attn_implementation)
     return _for_training(model, lora, gradient_checkpointing, "CAUSAL_LM")
@@ -150,6 +159,7 @@ def build_value_model(model_path: str, *, dtype: torch.dtype, lora: LoraSpec | N
     (``AutoModelForTokenClassification``, one label); read it with `token_values`."""
     from transformers import AutoModelForTokenClassification
 
+    _known_attention(attn_implementation)
     model = AutoModelForTokenClassification.from_pretrained(
         model_path, num_labels=1, dtype=dtype, attn_implementation=attn_implementation)
     return _for_training(model, lora, gradient_checkpointing, "TOKEN_CLS")
