@@ -89,6 +89,15 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
     stages = {s["stage"] for s in data["stages"]}
     assert {"base model", "eval base", "sft r1 method", "eval r1 generation_only"} <= stages
     assert report["executions"] > 0 and report["generated_tokens"] > 0
+    # throughput: this run's own work over its own stage times
+    speed = data["throughput"]
+    sft_tokens = sum(d.get("tokens") or 0 for arm in data["data"].values() for d in arm)
+    assert speed["sft"]["tokens"] == sft_tokens
+    assert speed["pretraining"]["tokens"] == data["base_model"]["tokens"] > 0
+    rollout = speed["synthesis + evaluation: generated"]
+    assert rollout["tokens"] == report["generated_tokens"]
+    assert 0 < rollout["wall_s"] < data["wall_s"] and rollout["per_s"] > 0
+    assert "| pretraining |" in (out / "demo_report.md").read_text()
     # a rerun with the same base settings skips pretraining and says so
     from selfdebug.demo.base_model import pretrained_base
 

@@ -12,6 +12,31 @@ ROWS = [("init@1", "init@1"), ("refine@1", "refine@1"), ("expl+refine@1", "expl+
         ("resample_rate", "resample rate (a fresh sample per wrong one)")]
 
 
+def throughput(report: dict) -> dict:
+    """Work per wall second for each kind of stage: pretraining and SFT tokens (start-ups
+    included), generated tokens and judged programs over synthesis + evaluation. A run on
+    a faster or busier machine changes these, a change of the code's work does not."""
+    walls = {s["stage"]: s["wall_s"] for s in report["stages"]}
+
+    def wall(prefix: str) -> float:
+        return sum(w for stage, w in walls.items() if stage.startswith(prefix))
+
+    def rate(amount: float, seconds: float, unit: str) -> dict:
+        return {unit: amount, "wall_s": round(seconds, 1),
+                "per_s": round(amount / seconds, 1) if seconds > 0 else None}
+
+    out = {}
+    base = report["base_model"]
+    if not base.get("cached") and base.get("tokens"):
+        out["pretraining"] = rate(base["tokens"], walls.get("base model", 0.0), "tokens")
+    sft_tokens = sum(d.get("tokens") or 0 for rounds in report["data"].values() for d in rounds)
+    out["sft"] = rate(sft_tokens, wall("sft "), "tokens")
+    rollout = wall("synth ") + wall("eval ")
+    out["synthesis + evaluation: generated"] = rate(report["generated_tokens"], rollout, "tokens")
+    out["synthesis + evaluation: judged"] = rate(report["executions"], rollout, "programs")
+    return out
+
+
 def _fmt(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -56,6 +81,13 @@ def markdown(report: dict) -> str:
               f"executed (isolation: {report['isolation']}).", "",
               "| stage | wall s | CPU s |", "| --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} |" for s in report["stages"]]
+    lines += ["", "Throughput: the same work takes longer on a slower or busier machine; compare "
+              "these before comparing wall times.", "",
+              "| work | amount | wall s | per second |", "| --- | --- | --- | --- |"]
+    for work, t in (report.get("throughput") or throughput(report)).items():
+        unit = "programs" if "programs" in t else "tokens"
+        per_s = "–" if t["per_s"] is None else f"{t['per_s']:,.0f}"
+        lines.append(f"| {work} | {t[unit]:,} {unit} | {t['wall_s']:.1f} | {per_s} |")
     meta = report["metadata"]
     lines += ["", f"Seed {meta['seed']}, git {meta['git_revision']}, "
               + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()), ""]

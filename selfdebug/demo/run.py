@@ -124,7 +124,7 @@ def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     """Run every stage; returns the report's data (also written to ``out_dir``)."""
-    from selfdebug.demo.report import write_demo_report
+    from selfdebug.demo.report import throughput, write_demo_report
     from selfdebug.metadata import run_metadata
     from selfdebug.ray_utils import init_ray, shutdown_ray
 
@@ -207,6 +207,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         "isolation": sandbox.isolation,
         "metadata": run_metadata(seed=cfg.seed, config=asdict(cfg)),
     }
+    report["throughput"] = throughput(report)
     report["acceptance"] = acceptance(report)
     write_demo_report(out, report)
     log(f"report: {out / 'demo_report.md'}")
