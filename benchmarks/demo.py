@@ -60,14 +60,27 @@ def main() -> int:
             print(f"  {s['stage']:<28} {s['wall_s']:>8.1f} s wall {s['cpu_s']:>8.1f} s CPU")
     print("\nseed | method refine@1 base→last (gain) | control gain | fixed-set repair base→last"
           " | resample | ratio | wall s | CPU s")
-    for r in rows:
-        mb, ml = r["method refine@1"] or (0, 0)
-        gb, gl = r["control refine@1"] or (0, 0)
-        fb, fl = r["fixed-set repair"] or (0, 0)
-        print(f"{r['seed']} | {mb:.3f}→{ml:.3f} ({100 * (ml - mb):+.1f} pts) | "
-              f"{100 * (gl - gb):+.1f} pts | {fb:.3f}→{fl:.3f} | {r['resample (last round)']:.3f} | "
-              f"{r['repair/resample']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f}")
+    for r in rows:  # an arm left out of the run (arms=[...]) prints as "–"
+        print(f"{r['seed']} | {_pair(r['method refine@1'], gain=True)} | "
+              f"{_gain(r['control refine@1'])} | {_pair(r['fixed-set repair'])} | "
+              f"{_num(r['resample (last round)'])} | {_num(r['repair/resample'], '')} | "
+              f"{r['wall_s']:.0f} | {r['cpu_s']:.0f}")
     return 0
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def _gain(pair) -> str:
+    return "–" if pair is None else f"{100 * (pair[1] - pair[0]):+.1f} pts"
+
+
+def _pair(pair, gain: bool = False) -> str:
+    if pair is None:
+        return "–"
+    text = f"{pair[0]:.3f}→{pair[1]:.3f}"
+    return f"{text} ({_gain(pair)})" if gain else text
 
 
 if __name__ == "__main__":
