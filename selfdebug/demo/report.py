@@ -14,8 +14,8 @@ ROWS = [("init@1", "init@1"), ("refine@1", "refine@1"), ("expl+refine@1", "expl+
 
 def throughput(report: dict) -> dict:
     """Work per wall second for each kind of stage: pretraining and SFT tokens (start-ups
-    included), generated tokens and judged programs over synthesis + evaluation. A run on
-    a faster or busier machine changes these, a change of the code's work does not."""
+    included), generated tokens and judged programs over synthesis + evaluation. The
+    amounts follow the code's work; the rates also follow the machine's speed."""
     walls = {s["stage"]: s["wall_s"] for s in report["stages"]}
 
     def wall(prefix: str) -> float:
@@ -84,7 +84,7 @@ def markdown(report: dict) -> str:
     lines += ["", "Throughput: the same work takes longer on a slower or busier machine; compare "
               "these before comparing wall times.", "",
               "| work | amount | wall s | per second |", "| --- | --- | --- | --- |"]
-    for work, t in (report.get("throughput") or throughput(report)).items():
+    for work, t in report["throughput"].items():
         unit = "programs" if "programs" in t else "tokens"
         per_s = "–" if t["per_s"] is None else f"{t['per_s']:,.0f}"
         lines.append(f"| {work} | {t[unit]:,} {unit} | {t['wall_s']:.1f} | {per_s} |")
