@@ -142,6 +142,9 @@ def sft_config(name: str, model: str, data_dir: Path, work: Path, out: Path, *, 
         warmup_steps=warmup, weight_decay=0.0, num_workers=workers, cpus_per_worker=cpus,
         storage_path=str(work / "sft"), out_dir=str(out), log_dir=str(work / "logs"),
         checkpoint_every=10**9, eval_every=10**9, log_every=25, keep_checkpoints=1,
+        # a few thousand local examples: the worker tokenizes them in about a second,
+        # where Ray Data's per-run actors take ≈ 10 s to start on 2 cores (same rows)
+        ingest="worker",
         # one retry: on a starved machine Ray Train's placement-group cleaner can take a
         # state-API miss for a dead controller and remove a live run's placement group
         # (seen once here at load 20-80; upstream: ray-project/ray PR 65447's review)

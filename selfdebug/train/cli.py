@@ -37,7 +37,7 @@ def build_trainer(cfg: SFTConfig):
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     check_schedule(cfg, len(train))
-    datasets = ray_datasets(train, val, cfg, cfg.model)
+    datasets = ray_datasets(train, val, cfg, cfg.model) if cfg.ingest == "ray_data" else None
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     storage = os.path.abspath(cfg.storage_path) if cfg.storage_is_local else cfg.storage_path
     return TorchTrainer(
@@ -51,7 +51,7 @@ def build_trainer(cfg: SFTConfig):
             checkpoint_config=CheckpointConfig(num_to_keep=max(cfg.keep_checkpoints, 1)),
         ),
         datasets=datasets,
-        dataset_config=data_config(),
+        dataset_config=data_config() if datasets else None,
     )
 
 
@@ -210,7 +210,7 @@ def run(cfg: SFTConfig) -> dict:
     cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
     check_resume(cfg)
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
-    with Watchdog("sft", cfg.stall_timeout_s, ray_data=True, declared=describe(holders),
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data", declared=describe(holders),
                   probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
         result = build_trainer(cfg).fit()
     if result.error is not None:  # older Ray versions return instead of raising

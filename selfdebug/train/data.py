@@ -4,7 +4,8 @@ The driver builds examples (small: text only) and hands them to Ray Data, which 
 and packs them in parallel; each Ray Train worker reads its shard with
 ``ray.train.get_dataset_shard``. Order is preserved end to end, so a shard holds the same
 rows in every run: that is what lets a resumed run continue at the same data position.
-Without Ray (torchrun) each rank does the same work locally and keeps every world-th row.
+Without Ray (torchrun), or with ``ingest: worker``, each rank does the same work locally
+and keeps every world-th row (with one worker: the rows Ray Data would give it).
 
 A worker keeps its shard in memory (SFT sets are small: LeDex's is ≈ 50 k examples) and
 shuffles it per epoch with a seeded permutation, so "step k" always means the same batches.
@@ -107,9 +108,10 @@ def _as_row(r: dict) -> dict:
 
 
 def load_shard(name: str, cfg, rank: int, world: int, tokenizer_path: str,
-               scratch: Path, in_ray: bool) -> list[dict]:
-    """This worker's rows of dataset ``name`` ("train" / "val"), in a stable order."""
-    if in_ray:
+               scratch: Path, from_ray_data: bool) -> list[dict]:
+    """This worker's rows of dataset ``name`` ("train" / "val"), in a stable order: its
+    Ray Data shard, or built here from ``cfg.data_dirs``."""
+    if from_ray_data:
         import ray.train
 
         try:

@@ -100,8 +100,9 @@ def train_loop(config: dict) -> dict:
     tokenizer = load_tokenizer(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scratch = Path(tempfile.mkdtemp(prefix=f"sft-rank{rank}-"))
-    train_rows = load_shard("train", cfg, rank, world, model_path, scratch, in_ray)
-    val_rows = load_shard("val", cfg, rank, world, model_path, scratch, in_ray)
+    from_ray_data = in_ray and cfg.ingest == "ray_data"
+    train_rows = load_shard("train", cfg, rank, world, model_path, scratch, from_ray_data)
+    val_rows = load_shard("val", cfg, rank, world, model_path, scratch, from_ray_data)
     shutil.rmtree(scratch, ignore_errors=True)  # rows are in memory now
 
     examples, rows, tokens = distributed_sum(*row_counts(train_rows))
