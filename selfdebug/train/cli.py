@@ -210,7 +210,8 @@ def run(cfg: SFTConfig) -> dict:
     cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
     check_resume(cfg)
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
-    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data", declared=describe(holders),
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data",
+                  declared=describe(holders),
                   probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
         result = build_trainer(cfg).fit()
     if result.error is not None:  # older Ray versions return instead of raising
