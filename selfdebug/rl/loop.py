@@ -181,6 +181,7 @@ def learner_loop(config: dict) -> dict:
                 ckpt.commit(lr.engine, state, {"step": state.step}, rank, in_ray, run_dir,
                             cfg.keep_checkpoints, extra)
             if cfg.fail_after_step == state.step and resumed_at == 0:
+                ckpt.wait_until_registered(in_ray)
                 raise InjectedFailure(f"fail_after_step={state.step} (testing resumption)")
         summary = {"step": state.step, "resumed_at": resumed_at}
     finally:

@@ -90,6 +90,26 @@ def restored_dir(in_ray: bool, run_dir: Path) -> Iterator[Path | None]:
         yield latest_local(run_dir)
 
 
+def wait_until_registered(in_ray: bool) -> None:
+    """Return once Ray Train's controller has taken every worker's last checkpoint report.
+
+    For the ``fail_after_step`` test hook: a worker that raises right after
+    ``ray.train.report`` can be polled before another worker's report is queued, and the
+    controller then drops that checkpoint (seen in CI; a slow upload on one rank makes it
+    certain). Without Ray, ``commit`` has already marked the checkpoint complete.
+    """
+    if not in_ray:
+        return
+    import torch.distributed as dist
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    # Internal (Ray pinned to 2.60): the controller's poll takes the report off this
+    # size-1 queue and calls task_done; after the barrier all ranks' reports are taken.
+    get_train_context().execution_context.result_queue.join()
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def commit(engine, state: TrainState, metrics: dict, rank: int, in_ray: bool, run_dir: Path,
            keep: int, extra: Callable[[Path], None] | None = None) -> None:
     """Save a checkpoint for ``state.step`` and publish it (``extra`` adds files on rank 0)."""

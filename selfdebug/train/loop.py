@@ -180,6 +180,7 @@ def train_loop(config: dict) -> dict:
                 ckpt.commit(engine, state, metrics, rank, in_ray, run_dir,
                             cfg.keep_checkpoints, extra)
             if cfg.fail_after_step == state.step and resumed_at == 0:
+                ckpt.wait_until_registered(in_ray)
                 raise InjectedFailure(f"fail_after_step={state.step} (testing resumption)")
             if last:
                 break
