@@ -27,8 +27,10 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from selfdebug.demo.base_model import sft_config
 from selfdebug.train.config import SFTConfig
 
 SETTINGS = {  # name: (ingest, Ray Train health check interval, s)
@@ -40,13 +42,13 @@ HEALTH = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def _config(args, name: str, ingest: str, root: Path) -> SFTConfig:
-    return SFTConfig(
-        name=name, model=args.model, data_dirs=[args.data_dir] if args.data_dir else [],
-        val_fraction=0.0, max_seq_len=512, epochs=args.epochs, micro_batch_size=4,
-        global_batch_size=16, lr=1e-3, warmup_steps=2, num_workers=1, cpus_per_worker=2.0,
-        ingest=ingest, storage_path=str(root / "sft"), log_dir=str(root / name / "logs"),
-        out_dir=str(root / name / "model"), checkpoint_every=10**9, eval_every=10**9,
-        log_every=5, keep_checkpoints=1)
+    """The demo's own training config (`demo.base_model.sft_config`), warm-up 2 steps, with
+    the ingest under test; no data dir: the MBPP fixture."""
+    cfg = sft_config(name, args.model, Path(args.data_dir or "."), root / name,
+                     root / name / "model", lr=1e-3, warmup=2, batch=16, mbs=4,
+                     max_seq_len=512, seed=0, epochs=args.epochs)
+    return replace(cfg, data_dirs=[args.data_dir] if args.data_dir else [], ingest=ingest,
+                   log_every=5)
 
 
 def main() -> None:

@@ -182,16 +182,17 @@ def test_worker_ingest_builds_the_rows_ray_data_streams(ray_cluster, fixture_dir
                                                         tmp_path, packing):
     """``ingest: worker`` (each worker tokenizes data_dirs itself) trains one worker on the
     rows Ray Data would stream it: same tokens, labels, positions and order."""
-    from selfdebug.train.data import _as_row, build_examples, load_shard, ray_datasets
+    from selfdebug.train.data import _as_row, build_examples, load_shards, ray_datasets
 
     cfg = SFTConfig(data_dirs=[str(fixture_dir)], val_fraction=0.25, max_seq_len=512,
                     packing=packing, ingest="worker")
     train, val = build_examples(cfg, tmp_path)
     streamed = ray_datasets(train, val, cfg, str(tiny_model_dir))
+    built = load_shards(cfg, 0, 1, str(tiny_model_dir), tmp_path, from_ray_data=False)
     for name in ("train", "val"):
         want = sorted((_as_row(r) for r in streamed[name].take_all()),
                       key=lambda r: r["row_id"])
-        got = load_shard(name, cfg, 0, 1, str(tiny_model_dir), tmp_path, from_ray_data=False)
+        got = built[name]
         assert want and [r["row_id"] for r in got] == [r["row_id"] for r in want]
         for a, b in zip(got, want, strict=True):
             assert a["example_ids"] == b["example_ids"]

@@ -24,7 +24,7 @@ from selfdebug.config import resolve_model
 from selfdebug.train import checkpoint as ckpt
 from selfdebug.train.checkpoint import TrainState
 from selfdebug.train.config import SFTConfig
-from selfdebug.train.data import epoch_order, load_shard, micro_batches
+from selfdebug.train.data import epoch_order, load_shards, micro_batches
 from selfdebug.train.engine import (
     OptimSpec,
     answer_mask,
@@ -101,8 +101,8 @@ def train_loop(config: dict) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scratch = Path(tempfile.mkdtemp(prefix=f"sft-rank{rank}-"))
     from_ray_data = in_ray and cfg.ingest == "ray_data"
-    train_rows = load_shard("train", cfg, rank, world, model_path, scratch, from_ray_data)
-    val_rows = load_shard("val", cfg, rank, world, model_path, scratch, from_ray_data)
+    shards = load_shards(cfg, rank, world, model_path, scratch, from_ray_data)
+    train_rows, val_rows = shards["train"], shards["val"]
     shutil.rmtree(scratch, ignore_errors=True)  # rows are in memory now
 
     examples, rows, tokens = distributed_sum(*row_counts(train_rows))
