@@ -111,26 +111,24 @@ def load_shards(cfg, rank: int, world: int, tokenizer_path: str, scratch: Path,
                 from_ray_data: bool) -> dict[str, list[dict]]:
     """This worker's "train" and "val" rows, each in a stable order: its Ray Data shards,
     or built here from ``cfg.data_dirs`` (read once for both)."""
+    out = {}
     if from_ray_data:
         import ray.train
 
-        out = {}
         for name in ("train", "val"):
             try:
                 shard = ray.train.get_dataset_shard(name)
             except KeyError:  # Ray Train v2: a dataset not given (no validation examples)
                 shard = None
-            out[name] = [] if shard is None else [_as_row(r) for r in shard.iter_rows()]
+            rows = [] if shard is None else [_as_row(r) for r in shard.iter_rows()]
+            out[name] = sorted(rows, key=lambda r: r["row_id"])
     else:
-        out = {}
         for name, examples in zip(("train", "val"), build_examples(cfg, scratch)):
             all_rows = rows_from_examples(examples, tokenizer_path, cfg.max_seq_len,
                                           cfg.packing, PACK_WINDOW)
             all_rows.sort(key=lambda r: r["row_id"])
             per_rank = len(all_rows) // world  # equal shards, as Ray's equal split
             out[name] = [_as_row(r) for r in all_rows[rank::world][:per_rank]]
-    for rows in out.values():
-        rows.sort(key=lambda r: r["row_id"])
     return out
 
 
