@@ -1,14 +1,16 @@
 """SFT start-up: whole `selfdebug sft` runs on a small dataset, as the demo makes nine of.
 
 Each run is `selfdebug.train.cli.run` in one live local Ray cluster (the demo's way: the
-cluster and its engines stay up between trainings), alternating three settings, so that
+cluster and its engines stay up between trainings), alternating four settings, so that
 what differs is only what each run spends outside its training steps:
 
 - baseline: ``ingest: ray_data`` and Ray Train's default 2 s health check (before both
   changes: the Ray Data actors that stream the worker its shard, and up to two health
   checks before a finished run returns);
 - ``ray_data`` at a 0.5 s health check (`selfdebug.ray_utils.init_ray`'s default);
-- ``worker`` ingest (the worker tokenizes the data itself) at 0.5 s: the demo's setting.
+- ``worker`` ingest (the worker tokenizes the data itself) at 0.5 s;
+- the same in a resident trainer (`selfdebug.train.resident`: one process trains run after
+  run, no Ray Train run per training): the demo's setting.
 
 Prints seconds per run, the ratio to the baseline, and each setting's final training loss
 (the same rows in the same order: the losses must match).
@@ -33,10 +35,11 @@ from pathlib import Path
 from selfdebug.demo.base_model import sft_config
 from selfdebug.train.config import SFTConfig
 
-SETTINGS = {  # name: (ingest, Ray Train health check interval, s)
-    "baseline: ray_data, 2 s checks": ("ray_data", "2.0"),
-    "ray_data, 0.5 s checks": ("ray_data", "0.5"),
-    "worker, 0.5 s checks": ("worker", "0.5"),
+SETTINGS = {  # name: (ingest, Ray Train health check interval s, in the resident trainer)
+    "baseline: ray_data, 2 s checks": ("ray_data", "2.0", False),
+    "ray_data, 0.5 s checks": ("ray_data", "0.5", False),
+    "worker, 0.5 s checks": ("worker", "0.5", False),
+    "worker, resident trainer": ("worker", "0.5", True),
 }
 HEALTH = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
@@ -63,23 +66,28 @@ def main() -> None:
     from selfdebug.ray_utils import init_ray, shutdown_ray
     from selfdebug.train.cli import run
     from selfdebug.train.metrics import read_metrics
+    from selfdebug.train.resident import ResidentTrainer
 
     args.model = resolve_model(args.model)
-    init_ray()
+    # logical CPUs: the resident trainer holds its 2 beside each Ray Train run's worker and
+    # Ray Data's tasks (the runs go one at a time)
+    init_ray(num_cpus=6)
     root = Path(tempfile.mkdtemp(prefix="sft-startup-"))
     seconds: dict[str, list[float]] = {k: [] for k in SETTINGS}
     losses: dict[str, set[float]] = {k: set() for k in SETTINGS}
     try:
         # one untimed run first: the cluster's first training imports everything cold
         run(_config(args, "warmup", "ray_data", root))
+        resident = ResidentTrainer(cpus=2.0)  # the demo's: started once, before its first
+        run(_config(args, "warmup-resident", "worker", root), resident)  # training
         for rep in range(args.repeats):
             names = list(SETTINGS) if rep % 2 == 0 else list(reversed(SETTINGS))
             for setting in names:
-                ingest, interval = SETTINGS[setting]
+                ingest, interval, in_resident = SETTINGS[setting]
                 os.environ[HEALTH] = interval  # read when the trainer starts
-                cfg = _config(args, f"r{rep}-{ingest}-{interval}", ingest, root)
+                cfg = _config(args, f"r{rep}-{ingest}-{interval}-{in_resident}", ingest, root)
                 t0 = time.perf_counter()
-                summary = run(cfg)
+                summary = run(cfg, resident if in_resident else None)
                 seconds[setting].append(time.perf_counter() - t0)
                 last = [r for r in read_metrics(cfg.resolved_log_dir()) if r["split"] == "train"]
                 losses[setting].add(round(last[-1]["loss"], 7))

@@ -88,7 +88,8 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
     assert data["metadata"]["seed"] == 0 and data["base_model"]["cached"] is False
     stages = {s["stage"] for s in data["stages"]}
     assert {"base model", "eval base", "sft r1 method", "eval r1 generation_only"} <= stages
-    assert report["executions"] > 0 and report["generated_tokens"] > 0
+    assert report["judged"] >= report["executions"] > 0 and report["generated_tokens"] > 0
+    assert 0 < report["generate_s"] + report["judge_s"] < data["wall_s"]
     # throughput: this run's own work over its own stage times
     speed = data["throughput"]
     sft_tokens = sum(d.get("tokens") or 0 for arm in data["data"].values() for d in arm)
@@ -148,5 +149,8 @@ def test_synthesis_stops_repairing_a_program_at_its_first_verified_repair(ray_cl
     assert tried == {a: [0], b: [0, 1, 2, 3], c: list(range(8))}
     # attempt k is the same request (key, hence seed) in whichever stage it runs
     assert f"r0:synth:refine:{c}:0:7" in engines.keys
+    # each distinct program ran once: the 3 wrong samples (every wrong repair repeats one)
+    # and the 2 canonical solutions (b's attempt 3 repeats its attempt 2), of 16 judged
+    assert (sandbox.judged, sandbox.executions) == (3 + 1 + 4 + 8, 3 + 2)
     kinds = sorted(e["kind"] for e in examples_of(data, by_id, with_repairs=True))
     assert kinds == ["refine", "refine"]

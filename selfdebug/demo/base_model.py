@@ -12,7 +12,7 @@ repairs copied it from the feedback; they guess). Reading it out of the feedback
 what self-bootstrapping must teach, starting from the lucky guesses that pass.
 
 The prompts are `llm.prompts` messages, rendered as every stage renders them, and the
-training is the SFT stage itself (Ray Train, answer-only loss) on ready-made examples.
+training is the SFT stage itself (its loop, answer-only loss) on ready-made examples.
 The result is cached under ``cache_dir/base-<config hash>``: a rerun skips pretraining.
 """
 
@@ -160,8 +160,10 @@ def cache_path(base: BaseModelConfig, world: WorldConfig, seed: int) -> Path:
 
 
 def pretrained_base(world: WorldConfig, base: BaseModelConfig, seed: int,
-                    log: Callable[[str], None] = print, sandbox_workers: int = 2) -> dict:
-    """The pretrained base model, from the cache or trained now (Ray must be up).
+                    log: Callable[[str], None] = print, sandbox_workers: int = 2,
+                    resident=None) -> dict:
+    """The pretrained base model, from the cache or trained now (Ray must be up; by
+    ``resident``, a `train.resident.ResidentTrainer`, when given).
 
     Returns {"path", "cached", "seconds", "examples", "fingerprint"}.
     """
@@ -190,7 +192,7 @@ def pretrained_base(world: WorldConfig, base: BaseModelConfig, seed: int,
                              mbs=base.micro_batch_size, max_seq_len=base.max_seq_len,
                              seed=seed, epochs=1000, max_steps=base.steps,
                              attention=base.attention)
-            summary = run_sft(cfg)
+            summary = run_sft(cfg, resident)
             final.mkdir(parents=True, exist_ok=True)
             if (final / "model").exists():
                 shutil.rmtree(final / "model")

@@ -91,7 +91,7 @@ class SFTSettings:
     micro_batch_size: int = 4  # packed rows per forward pass
     max_seq_len: int = 512
     attention: str = "sdpa"  # as base.attention
-    num_workers: int = 1
+    num_workers: int = 1  # 1: every training in one resident process; more: Ray Train runs
     cpus_per_worker: float = 2.0
     # Each round trains on the examples first found this round plus earlier rounds'
     # examples drawn at random, ``replay`` × as many; None: all of them. Earlier examples

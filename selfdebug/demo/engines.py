@@ -38,6 +38,7 @@ class Engines:
         self.model = ""
         self.load_seconds: list[float] = []
         self.tokens = 0
+        self.seconds = 0.0  # generating
 
     def load(self, model_dir: str) -> None:
         """Serve ``model_dir`` from now on: the first call starts the engines, later ones
@@ -64,6 +65,7 @@ class Engines:
 
         if not requests:
             return []
+        t0 = time.time()
         done = self.pool.generate([
             GenerationRequest(messages=m, sampling={
                 "n": 1, "temperature": sampling.temperature, "top_p": sampling.top_p,
@@ -73,6 +75,7 @@ class Engines:
         if errors and len(errors) == len(done):
             raise RuntimeError(f"every generation request failed, e.g.: {errors[0]}")
         self.tokens += sum(len(c[0].token_ids) for c in done)
+        self.seconds += time.time() - t0
         return [c[0].text for c in done]
 
     def shutdown(self) -> None:
@@ -82,7 +85,13 @@ class Engines:
 
 
 class Sandbox:
-    """The sandbox actor pool holding every problem of the run."""
+    """The sandbox actor pool holding every problem of the run; each distinct program runs
+    once per run.
+
+    A verdict depends only on the program and its problem's tests (up to a program racing
+    its time limit), and a 0.63 M-parameter model repeats itself: of seed 0's 5,400
+    held-out samples only 2,230 are distinct (task, code) pairs.
+    """
 
     def __init__(self, problems: list, section):
         """``section``: the job's `config.SandboxSection`."""
@@ -91,13 +100,24 @@ class Sandbox:
         self.pool = SandboxActorPool({p.task_id: p for p in problems}, section.judge_config(),
                                      chunk_size=64, **section.pool_kwargs())
         self.isolation = self.pool.isolation
-        self.executions = 0
+        self.verdicts: dict[tuple[str, str], dict] = {}
+        self.judged = 0  # programs asked for; ``executions``: those the sandbox ran
+        self.seconds = 0.0  # judging
+
+    @property
+    def executions(self) -> int:
+        return len(self.verdicts)
 
     def judge(self, rows: list[tuple[str, str]]) -> list[dict]:
-        """Verdict dicts (status, passed, total, feedback, ...) for (task_id, code) rows."""
-        out = self.pool.judge_all([{"task_id": t, "code": c} for t, c in rows])
-        self.executions += len(out)
-        return out
+        """Verdict dicts (status, passed, total, feedback, ...) for (task_id, code) rows;
+        a program judged before gets the same (shared, read-only) dict."""
+        t0 = time.time()
+        new = [r for r in dict.fromkeys(rows) if r not in self.verdicts]
+        out = self.pool.judge_all([{"task_id": t, "code": c} for t, c in new])
+        self.verdicts.update(zip(new, out))
+        self.judged += len(rows)
+        self.seconds += time.time() - t0
+        return [self.verdicts[r] for r in rows]
 
     def shutdown(self) -> None:
         self.pool.shutdown()

@@ -14,8 +14,9 @@ ROWS = [("init@1", "init@1"), ("refine@1", "refine@1"), ("expl+refine@1", "expl+
 
 def throughput(report: dict) -> dict:
     """Work per wall second for each kind of stage: pretraining and SFT tokens (start-ups
-    included), generated tokens and judged programs over synthesis + evaluation. The
-    amounts follow the code's work; the rates also follow the machine's speed."""
+    included), generated tokens, judged and executed (distinct) programs over synthesis +
+    evaluation. The amounts follow the code's work; the rates also follow the machine's
+    speed."""
     walls = {s["stage"]: s["wall_s"] for s in report["stages"]}
 
     def wall(prefix: str) -> float:
@@ -33,7 +34,8 @@ def throughput(report: dict) -> dict:
     out["sft"] = rate(sft_tokens, wall("sft "), "tokens")
     rollout = wall("synth ") + wall("eval ")
     out["synthesis + evaluation: generated"] = rate(report["generated_tokens"], rollout, "tokens")
-    out["synthesis + evaluation: judged"] = rate(report["executions"], rollout, "programs")
+    out["synthesis + evaluation: judged"] = rate(report["judged"], rollout, "programs")
+    out["synthesis + evaluation: executed"] = rate(report["executions"], rollout, "programs")
     return out
 
 
@@ -77,8 +79,10 @@ def markdown(report: dict) -> str:
               f"Whole run: {report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU (this "
               "process and every Ray process it started; the machine may be shared). Base "
               f"model: {'from the cache' if base['cached'] else 'pretrained in this run'}. "
-              f"{report['generated_tokens']} tokens generated, {report['executions']} programs "
-              f"executed (isolation: {report['isolation']}).", "",
+              f"{report['generated_tokens']} tokens generated in {report['generate_s']:.0f} s; "
+              f"{report['judged']} programs judged in {report['judge_s']:.0f} s, of which "
+              f"{report['executions']} distinct ones ran in the sandbox, each once (isolation: "
+              f"{report['isolation']}).", "",
               "| stage | wall s | CPU s |", "| --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} |" for s in report["stages"]]
     lines += ["", "Throughput: the same work takes longer on a slower or busier machine; compare "

@@ -6,8 +6,8 @@
 
 Arms: ``method`` trains on correct initial samples + verified repairs; the
 ``generation_only`` control trains on the correct initial samples alone. Round 1's data
-of both arms comes from the same base-model samples. One Ray cluster, one engine pool
-and one sandbox actor serve the whole run.
+of both arms comes from the same base-model samples. One Ray cluster, one engine pool,
+one sandbox actor and one trainer process (`train.resident`) serve the whole run.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from selfdebug.demo.cputime import CpuMeter
 from selfdebug.demo.engines import Engines, Sampling, Sandbox
 from selfdebug.demo.rollout import evaluate, repair, sample
 from selfdebug.llm import prompts
+from selfdebug.train.resident import ResidentTrainer
 from selfdebug.world.cli import write_jsonl
 from selfdebug.world.generate import generate_world, problems_of
 
@@ -96,9 +97,10 @@ def examples_of(data: dict, by_id: dict, with_repairs: bool) -> list[dict]:
 
 
 def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
-             seed: int) -> tuple[str, dict]:
-    """SFT (the stage itself, Ray Train) of ``model`` on ``examples``; (new model, stats).
-    No examples: the model stays as it is (and the stats say so)."""
+             seed: int, resident=None) -> tuple[str, dict]:
+    """SFT (the stage itself: its loop, in ``resident`` or a Ray Train run) of ``model`` on
+    ``examples``; (new model, stats). No examples: the model stays as it is (and the stats
+    say so)."""
     from selfdebug.train.cli import run as run_sft
 
     if not examples:
@@ -118,7 +120,7 @@ def finetune(model: str, examples: list[dict], work: Path, cfg: DemoConfig,
                      max_seq_len=s.max_seq_len, seed=seed, epochs=s.epochs,
                      workers=s.num_workers, cpus=s.cpus_per_worker, packing=packing,
                      attention=s.attention)
-    summary = run_sft(sft)
+    summary = run_sft(sft, resident)
     return str(out), {"steps": summary.get("steps"), "tokens": summary.get("tokens")}
 
 
@@ -147,13 +149,17 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     own_cluster = not ray.is_initialized()  # a caller's cluster (tests) stays up
     timer("ray start", init_ray, cfg.ray_address or None)
-    base = timer("base model", pretrained_base, cfg.world, cfg.base, cfg.seed, log,
-                 cfg.sandbox.workers_per_actor)
-    engines = Engines(cfg.engine.for_model(base["path"], seed=cfg.seed), log)
-    sandbox = timer("sandbox start", Sandbox, train + test, cfg.sandbox)
+    # Every training of the run in one process: a Ray Train run per training starts a
+    # controller and a worker that imports torch, DeepSpeed and transformers again.
+    resident = ResidentTrainer(cfg.sft.cpus_per_worker) if cfg.sft.num_workers == 1 else None
+    engines = sandbox = None
     results: dict = {arm: [] for arm in cfg.arms}
     data_stats: dict = {arm: [] for arm in cfg.arms}
     try:
+        base = timer("base model", pretrained_base, cfg.world, cfg.base, cfg.seed, log,
+                     cfg.sandbox.workers_per_actor, resident)
+        engines = Engines(cfg.engine.for_model(base["path"], seed=cfg.seed), log)
+        sandbox = timer("sandbox start", Sandbox, train + test, cfg.sandbox)
         timer("engine start", engines.load, base["path"])
         base_eval, base_init = timer("eval base", evaluate, engines, sandbox, test, None,
                                      cfg.eval, cfg.seed, "base", hidden)
@@ -177,7 +183,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                 log(f"round {r} {arm}: SFT on {stats['examples']} examples {stats['by_kind']} "
                     f"({new} new, {len(pools[arm])} found so far)")
                 models[arm], sft = timer(f"sft r{r} {arm}", finetune, models[arm], ex,
-                                         out / arm / f"round-{r}", cfg, cfg.seed + r)
+                                         out / arm / f"round-{r}", cfg, cfg.seed + r,
+                                         resident)
                 data_stats[arm].append({"round": r, **stats, **sft})
             for arm in cfg.arms:
                 timer(f"load r{r} {arm}", engines.load, models[arm])
@@ -190,10 +197,13 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                     data[arm] = timer(f"synth r{r} {arm}", synthesize, engines, sandbox, train,
                                       by_id, cfg, cfg.seed + r, f"r{r}:{arm}",
                                       cfg.synth.attempts if arm == "method" else 0)
-        gen_tokens, executions = engines.tokens, sandbox.executions
+        rollout = {"generated_tokens": engines.tokens, "generate_s": round(engines.seconds, 1),
+                   "judged": sandbox.judged, "executions": sandbox.executions,
+                   "judge_s": round(sandbox.seconds, 1)}
     finally:
-        engines.shutdown()
-        sandbox.shutdown()
+        for held in (engines, sandbox, resident):
+            if held is not None:
+                held.shutdown()
     if own_cluster:
         timer("ray stop", shutdown_ray)
     timer.cpu.stop()
@@ -202,7 +212,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         "data": data_stats, "base_model": base, "stages": timer.stages,
         "wall_s": round(time.time() - t_start, 1),
         "cpu_s": round(sum(s["cpu_s"] for s in timer.stages), 1),
-        "generated_tokens": gen_tokens, "executions": executions,
+        **rollout,
         "engine_loads_s": [round(x, 1) for x in engines.load_seconds],
         "isolation": sandbox.isolation,
         "metadata": run_metadata(seed=cfg.seed, config=asdict(cfg)),

@@ -195,8 +195,10 @@ def check_resume(cfg: SFTConfig) -> None:
     stamp.write_text(json.dumps(ident, indent=1) + "\n")
 
 
-def run(cfg: SFTConfig) -> dict:
-    """Train, then copy the final model to ``out_dir``; returns a summary."""
+def run(cfg: SFTConfig, resident=None) -> dict:
+    """Train, then copy the final model to ``out_dir``; returns a summary. ``resident``: a
+    `train.resident.ResidentTrainer` that trains instead of a new Ray Train run (it writes
+    ``out_dir`` itself)."""
     from selfdebug.config import resolve_model
     from selfdebug.errors import note_log
     from selfdebug.progress import Watchdog
@@ -207,16 +209,27 @@ def run(cfg: SFTConfig) -> dict:
     cfg = _absolute(replace(cfg, model=resolve_model(cfg.model)))
     note_log("sft", cfg.resolved_log_dir())
     init_ray(cfg.ray_address or None)
-    cfg, holders = fit_to_cluster(cfg, sft_holders(cfg))  # a joined cluster may be small
+    holders = sft_holders(cfg)
+    if resident is None:  # a joined cluster may be small (a resident trainer holds its CPUs)
+        cfg, holders = fit_to_cluster(cfg, holders)
     check_resume(cfg)
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
-    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data",
+    out = cfg.resolved_output_dir()
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data" and not resident,
                   declared=describe(holders),
                   probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
-        result = build_trainer(cfg).fit()
+        if resident is not None:
+            resident.fit(cfg)
+        else:
+            result = build_trainer(cfg).fit()
+    if resident is not None:
+        from selfdebug.train.checkpoint import latest_local
+
+        report = json.loads((cfg.resolved_log_dir() / "sft_report.json").read_text())
+        return {"out_dir": str(out), "checkpoint": str(latest_local(Path(cfg.run_dir))),
+                "log_dir": str(cfg.resolved_log_dir()), **report["summary"]}
     if result.error is not None:  # older Ray versions return instead of raising
         raise result.error
-    out = cfg.resolved_output_dir()
     with result.checkpoint.as_directory() as d:
         export_model(Path(d) / "model", out)
         report = json.loads((Path(d) / "logs" / "sft_report.json").read_text())
