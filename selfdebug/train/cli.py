@@ -215,8 +215,8 @@ def run(cfg: SFTConfig, resident=None) -> dict:
     check_resume(cfg)
     metrics = cfg.resolved_log_dir() / "metrics.jsonl"
     out = cfg.resolved_output_dir()
-    with Watchdog("sft", cfg.stall_timeout_s, ray_data=cfg.ingest == "ray_data" and not resident,
-                  declared=describe(holders),
+    ray_data = cfg.ingest == "ray_data" and resident is None  # a resident reads the files
+    with Watchdog("sft", cfg.stall_timeout_s, ray_data=ray_data, declared=describe(holders),
                   probe=lambda: metrics.stat().st_size if metrics.exists() else 0):
         if resident is not None:
             resident.fit(cfg)
