@@ -38,7 +38,6 @@ class ResidentTrainer:
     def __init__(self, cpus: float):
         import ray
 
-        self.cpus = cpus
         self.actor = ray.remote(_TrainerProcess).options(
             num_cpus=cpus, max_restarts=1, max_task_retries=1).remote()
 
