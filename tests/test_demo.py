@@ -110,7 +110,8 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
 class _ScriptedEngines:
     """Stands in for the engines only because which programs a model writes cannot be
     scripted with a real one (the reduced run above covers vLLM). It writes the canonical
-    solution for the attempts in ``right`` and a wrong program otherwise."""
+    solution from attempt ``right[task_id]`` (or ``right["task_id:sample"]``) on and the
+    same wrong program otherwise."""
 
     def __init__(self, problems: dict, right: dict[str, int]):
         self.problems, self.right, self.keys = problems, right, []
@@ -122,7 +123,8 @@ class _ScriptedEngines:
             parts = key.split(":")  # ...:task_id:sample, or ...:refine:task_id:sample:attempt
             task_id = parts[-3] if "refine" in parts else parts[-2]
             p = self.problems[task_id]
-            good = "refine" in parts and int(parts[-1]) >= self.right.get(task_id, 99)
+            first = self.right.get(f"{task_id}:{parts[-2]}", self.right.get(task_id, 99))
+            good = "refine" in parts and int(parts[-1]) >= first
             code = p.canonical_solution if good else p.prompt + "    return None\n"
             out.append(f"```python\n{code}```")
         return out
@@ -154,3 +156,39 @@ def test_synthesis_stops_repairing_a_program_at_its_first_verified_repair(ray_cl
     assert (sandbox.judged, sandbox.executions) == (3 + 1 + 4 + 8, 3 + 2)
     kinds = sorted(e["kind"] for e in examples_of(data, by_id, with_repairs=True))
     assert kinds == ["refine", "refine"]
+
+
+def test_synthesis_stops_repairing_identical_samples_together(ray_cluster):
+    """Two identical wrong samples are one wrong program: once either is repaired, the other
+    stops too, and SFT keeps the same example as when each went on to its own repair."""
+    from selfdebug.demo.engines import Sampling, Sandbox
+    from selfdebug.demo.rollout import repair
+    from selfdebug.demo.run import examples_of, synthesize
+    from selfdebug.world.generate import WorldConfig, generate_world, problems_of
+
+    cfg = load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["synth.samples=2"])
+    problems = problems_of(generate_world(WorldConfig(train_problems=3, test_problems=0))["train"])
+    by_id = {p.task_id: p for p in problems}
+    a, b, c = (p.task_id for p in problems)
+    # a: sample 1's first attempt is right, sample 0's only from attempt 3; b: both from 2
+    engines = _ScriptedEngines(by_id, {f"{a}:0": 3, f"{a}:1": 0, b: 2})
+    sandbox = Sandbox(problems, cfg.sandbox)
+    try:
+        data = synthesize(engines, sandbox, problems, by_id, cfg, 0, "r0", attempts=8)
+        s = Sampling(cfg.synth.temperature, cfg.synth.top_p, cfg.synth.max_tokens, 0)
+        every = repair(engines, sandbox, by_id, data["samples"], 8, s, "r0:synth")
+    finally:
+        sandbox.shutdown()
+    tried = {(t, i): sorted(r["attempt"] for r in data["repairs"]
+                            if (r["task_id"], r["sample_index"]) == (t, i))
+             for t in (a, b, c) for i in (0, 1)}
+    # a's sample 0 stops with sample 1 (it would have gone on to attempt 3)
+    assert tried == {(a, 0): [0], (a, 1): [0], (b, 0): [0, 1, 2, 3], (b, 1): [0, 1, 2, 3],
+                     (c, 0): list(range(8)), (c, 1): list(range(8))}
+    kept = examples_of(data, by_id, with_repairs=True)
+    # the earliest stage's first verified repair of each program, as before the change
+    assert [e["example_id"] for e in kept] == [f"refine:{a}:1:0", f"refine:{b}:0:2"]
+    # the same training rows as every attempt of every sample gives
+    rows = {(e["messages"], e["answer"]) for e in kept}
+    assert rows == {(e["messages"], e["answer"]) for e in
+                    examples_of({"samples": data["samples"], "repairs": every}, by_id, True)}

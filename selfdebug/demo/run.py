@@ -52,9 +52,11 @@ class Timer:
 def synthesize(engines, sandbox, problems, by_id, cfg: DemoConfig, seed: int, tag: str,
                attempts: int) -> dict:
     """Samples of the current model on train problems; up to ``attempts`` repairs per
-    wrong one, in stages of 1, 1, 2, 4, ... attempts that stop at its first verified
-    repair: SFT keeps one per wrong program, and attempt k is the same request (same
-    seed) whether or not it runs, so the examples are those of all ``attempts``."""
+    wrong one, in stages of 1, 1, 2, 4, ... attempts that stop at the first verified
+    repair of its program: SFT keeps the first verified repair of each distinct wrong
+    program (a sample identical to another stops with it), and attempt k is the same
+    request (same seed) whether or not it runs, so the examples are those of all
+    ``attempts``."""
     s = Sampling(cfg.synth.temperature, cfg.synth.top_p, cfg.synth.max_tokens, seed)
     samples = sample(engines, sandbox, problems, cfg.synth.samples, s, f"{tag}:synth")
     todo = [r for r in samples if r["status"] != "passed"]
@@ -65,8 +67,8 @@ def synthesize(engines, sandbox, problems, by_id, cfg: DemoConfig, seed: int, ta
         got = repair(engines, sandbox, by_id, todo, size, s, f"{tag}:synth",
                      first_attempt=done)
         repairs += got
-        fixed = {(r["task_id"], r["sample_index"]) for r in got if r["status"] == "passed"}
-        todo = [w for w in todo if (w["task_id"], w["sample_index"]) not in fixed]
+        fixed = {(r["task_id"], r["wrong_code"]) for r in got if r["status"] == "passed"}
+        todo = [w for w in todo if (w["task_id"], w["code"]) not in fixed]
         done += size
     return {"samples": samples, "repairs": repairs}
 
