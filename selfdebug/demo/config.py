@@ -126,7 +126,7 @@ class DemoConfig:
     sft: SFTSettings = field(default_factory=SFTSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     # Two engines: each request's seed fixes its completion whichever engine serves it,
-    # and two engine processes generate 1.6x as fast as one on 2 cores (the scheduler and
+    # and two engine processes generate 1.4-1.6x as fast as one on 2 cores (the scheduler and
     # sampler are Python; benchmarks/demo_generation.py).
     engine: EngineSection = field(default_factory=lambda: EngineSection(
         max_model_len=1024, batch_size=64, num_replicas=2, num_cpus=0.5))
