@@ -7,7 +7,7 @@ called in alternation; prints seconds spent generating per setting, ratios to th
 (one engine: the demo's setting before two), and whether every completion is the same.
 
     python benchmarks/demo_generation.py --model .cache/demo-base/<hash>/model \
-        [--problems 500] [--attempts 2] [--repeats 2] [--settings one,committed,three,compiled]
+        [--problems 500] [--attempts 2] [--repeats 2] [--settings one,committed,compiled | one,committed,three]
 """
 
 from __future__ import annotations
