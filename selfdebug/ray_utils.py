@@ -116,6 +116,16 @@ def in_ray_job() -> bool:
             or "runtime_resources" in os.getcwd())
 
 
+def lost_in_job(paths: dict[str, str]) -> list[str]:
+    """``"name 'path'"`` for each output path (name → path) that a `ray job submit` driver
+    would write into its unpacked working dir, which Ray deletes: relative ones, in a job
+    (a URI or an absolute path is kept)."""
+    if not in_ray_job():
+        return []
+    return [f"{name} {path!r}" for name, path in paths.items()
+            if "://" not in path and not os.path.isabs(path)]
+
+
 def shutdown_ray() -> None:
     """Disconnect now; a local cluster this process started is stopped now.
 

@@ -17,6 +17,7 @@ declared demands wait for nodes (the stall watchdog reports them if none come).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,3 +157,36 @@ def rl_holders(cfg) -> list[Holder]:
         holders.append(Holder("Ray Train learner workers", cfg.num_workers,
                               cfg.cpus_per_worker, "cpus_per_worker", in_ray_data=False))
     return holders
+
+
+def demo_holders(cfg) -> list[Holder]:
+    """Long-lived actors of `selfdebug demo`, up together for the whole run: the engine
+    pool, the sandbox actors and the trainer (the resident process, or each Ray Train run's
+    workers)."""
+    return [Holder("vLLM engines", max(1, cfg.engine.num_replicas), _engine_cpus(cfg.engine),
+                   "engine.num_cpus", in_ray_data=False),
+            Holder("sandbox actors", cfg.sandbox.actors, cfg.sandbox.cpus_per_actor,
+                   "sandbox.cpus_per_actor", in_ray_data=False),
+            Holder("trainer" if cfg.sft.num_workers == 1 else "Ray Train workers",
+                   cfg.sft.num_workers, cfg.sft.cpus_per_worker, "sft.cpus_per_worker",
+                   in_ray_data=False)]
+
+
+def require_cpus(holders: list[Holder], cpus: float | None = None) -> None:
+    """Fail now, naming what is missing, when a cluster has fewer CPUs than ``holders``
+    hold together: for jobs whose actor sizes also set their threads (not scaled), which
+    would otherwise wait for a placement that never comes. A cluster reporting no CPUs
+    (autoscaling from zero) is not judged."""
+    from selfdebug.errors import ClusterError
+
+    total = cluster_cpus() if cpus is None else cpus
+    wanted = sum(h.count * h.cpus for h in holders)
+    if 0 < total < wanted:
+        held = ", ".join(f"{k} {v}" for k, v in describe(holders).items())
+        raise ClusterError(
+            f"the job's actors hold {wanted:g} CPUs together ({held}) and the Ray cluster "
+            f"has {total:g}",
+            "start the head with more logical CPUs (e.g. `ray start --head --num-cpus "
+            f"{math.ceil(wanted)}`: a placement number, not cores) or lower "
+            + " / ".join(h.path for h in holders))
+

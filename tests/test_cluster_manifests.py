@@ -286,3 +286,38 @@ def test_images_and_ray_versions_agree():
         assert "bubblewrap" in text and "/app" in text
     pins = yaml.safe_load((REPO / "jobs/runtime-env-gpu.yaml").read_text())["pip"]["packages"]
     assert f"ray[data,train,serve]=={ray.__version__}" in pins
+
+
+def test_code_without_git_still_names_its_revision(tmp_path, monkeypatch):
+    """A `ray job submit` working dir and the images carry no .git: outputs' metadata
+    takes SELFDEBUG_GIT_REVISION (the images' build arg) or the job's metadata, else
+    Ray's hash of the code."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(REPO / "selfdebug", tmp_path / "selfdebug",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    def revision(**env: str) -> str:
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("SELFDEBUG_GIT_REVISION", "RAY_JOB_CONFIG_JSON_ENV_VAR")}
+        return subprocess.run(
+            [sys.executable, "-c", "from selfdebug.metadata import git_revision as g; "
+             "print(g())"], cwd=tmp_path, env={**base, "PYTHONPATH": str(tmp_path), **env},
+            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+    assert revision() == "unknown"
+    assert revision(SELFDEBUG_GIT_REVISION="abc123") == "abc123"
+    job = '{"runtime_env": {"working_dir": "gcs://_ray_pkg_c0ffee.zip"}, "metadata": {}}'
+    assert revision(RAY_JOB_CONFIG_JSON_ENV_VAR=job) == \
+        "unknown (ray working_dir gcs://_ray_pkg_c0ffee.zip)"
+    labelled = job.replace('"metadata": {}', '"metadata": {"git_revision": "def456"}')
+    assert revision(RAY_JOB_CONFIG_JSON_ENV_VAR=labelled) == "def456"  # --metadata-json
+    here = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    if here:  # the checkout itself: git's own answer wins over the variable
+        from selfdebug.metadata import git_revision
+
+        monkeypatch.setenv("SELFDEBUG_GIT_REVISION", "abc123")
+        assert git_revision().startswith(here)

@@ -94,3 +94,20 @@ def test_rl_actors_fit_a_two_cpu_head(monkeypatch):
     assert sum(h.count * h.cpus for h in rl_holders(cfg)) <= 2 + 1e-9  # written into cfg
     assert cfg.cpus_per_worker < rl.cpus_per_worker and cfg.engine.num_cpus is not None
     assert fit_to_cluster(rl, holders, share=1.0, cpus=4, log=None)[0] == rl
+
+
+def test_the_demo_refuses_a_cluster_smaller_than_its_actors():
+    """`selfdebug demo` sizes its trainer's threads by its CPUs, so it is not scaled down
+    like the stages: joined to a smaller head it fails at once, naming what it needs."""
+    from selfdebug.config import load_config
+    from selfdebug.demo.config import DemoConfig
+    from selfdebug.errors import ClusterError
+    from selfdebug.resources import demo_holders, require_cpus
+
+    demo = load_config(DemoConfig, Path(__file__).resolve().parents[1] / "jobs/configs/demo-cpu.yaml")
+    holders = demo_holders(demo)  # 2 engines × 0.5, 1 sandbox actor × 0.5, the trainer's 2
+    with pytest.raises(ClusterError, match=r"hold 3.5 CPUs .*trainer 1 × 2 CPU.* has 2; .*"
+                                           r"--num-cpus 4.*sft.cpus_per_worker"):
+        require_cpus(holders, cpus=2)
+    require_cpus(holders, cpus=4)  # the demo's own local cluster
+    require_cpus(holders, cpus=0)  # autoscaling from zero: not judged

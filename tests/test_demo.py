@@ -4,6 +4,10 @@ a well-formed report; the second call finds the pretrained base model in the cac
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from selfdebug.config import load_config
 from selfdebug.demo.config import DemoConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+REPO = Path(__file__).resolve().parents[1]
 
 REDUCED = [
     "rounds=1", "world.train_problems=60", "world.test_problems=24",
@@ -30,6 +35,20 @@ def test_config_is_checked():
         load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["sft.replay=-1"]).validate()
     with pytest.raises(ValueError, match="base.attention 'flash'"):
         load_config(DemoConfig, "jobs/configs/demo-cpu.yaml", ["base.attention=flash"]).validate()
+
+
+def test_a_ray_job_refuses_relative_output_paths(tmp_path, monkeypatch):
+    """Submitted as a Ray job, the demo runs in Ray's unpacked working dir, which Ray
+    deletes: a relative out_dir or cache_dir is refused before anything starts."""
+    env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}  # as in a job's driver
+    cmd = [sys.executable, "jobs/demo.py", "--config", "jobs/configs/demo-cpu.yaml"]
+    bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2, bad.stderr
+    assert "out_dir 'runs/demo-cpu' and base.cache_dir '.cache/demo-base': relative" in bad.stderr
+    cfg = load_config(DemoConfig, REPO / "jobs/configs/demo-cpu.yaml",
+                      [f"out_dir={tmp_path}/run", f"base.cache_dir={tmp_path}/cache"])
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    cfg.validate()  # absolute paths: accepted
 
 
 def _example(kind: str, task: str, answer: str) -> dict:
@@ -90,6 +109,9 @@ def test_reduced_demo_writes_a_report(ray_cluster, tmp_path):
     assert {"base model", "eval base", "sft r1 method", "eval r1 generation_only"} <= stages
     assert report["judged"] >= report["executions"] > 0 and report["generated_tokens"] > 0
     assert 0 < report["generate_s"] + report["judge_s"] < data["wall_s"]
+    # this process started the cluster (the test's own): its Ray processes' CPU counts,
+    # more than this process alone spent (engines and trainer are other processes)
+    assert data["cpu_s"] > 0 and all(s["cpu_s"] is not None for s in data["stages"])
     # throughput: this run's own work over its own stage times
     speed = data["throughput"]
     sft_tokens = sum(d.get("tokens") or 0 for arm in data["data"].values() for d in arm)

@@ -72,3 +72,18 @@ def test_resident_trainer_trains_as_ray_train_does(ray_cluster, tiny_model_dir, 
     # another seed: another order of the same rows, another model, in the same process
     assert second["steps"] == 4 and _train_losses(cfg("second")) != _train_losses(cfg("first"))
     assert (Path(second["log_dir"]) / "sft_report.json").is_file()
+
+
+@pytest.mark.timeout(120)
+def test_a_trainer_the_cluster_cannot_place_fails_naming_it(ray_cluster, tiny_model_dir,
+                                                            shared_data, tmp_path):
+    from selfdebug.errors import ClusterError
+    from selfdebug.train.resident import ResidentTrainer
+
+    trainer = ResidentTrainer(cpus=64, ready_timeout_s=2)  # the test cluster has 6 CPUs
+    try:
+        with pytest.raises(ClusterError, match="64 CPUs.* did not start within 2 s"):
+            trainer.fit(_cfg(tmp_path, tiny_model_dir, shared_data, "unplaced"))
+    finally:
+        trainer.shutdown()
+

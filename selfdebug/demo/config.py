@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 from selfdebug.config import SandboxSection
@@ -158,3 +159,12 @@ class DemoConfig:
                              f"{self.sft.replay}")
         if min(self.synth.samples, self.synth.attempts, self.eval.samples) < 1:
             raise ValueError("synth.samples, synth.attempts and eval.samples must be ≥ 1")
+        from selfdebug.ray_utils import lost_in_job
+
+        relative = lost_in_job({"out_dir": self.out_dir, "base.cache_dir": self.base.cache_dir})
+        if relative:
+            raise ValueError(
+                f"{' and '.join(relative)}: relative, and this driver runs in a Ray job's "
+                f"unpacked working directory ({os.getcwd()}), which Ray deletes with the "
+                f"report and the cached base model: pass absolute paths on storage the "
+                f"driver keeps, e.g. out_dir=/data/runs/demo base.cache_dir=/data/demo-base")

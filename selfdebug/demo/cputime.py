@@ -39,6 +39,18 @@ class CpuMeter:
         while not self._stop.wait(interval):
             self._sample()
 
+    def sees(self, name: str) -> bool:
+        """Whether a process called ``name`` is in this tree: ``raylet`` when the Ray
+        cluster is this process's own, not when it joined one (`ray job submit`)."""
+        me = self._psutil.Process()
+        for p in me.children(recursive=True):
+            try:
+                if p.name() == name:
+                    return True
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                continue
+        return False
+
     def seconds(self) -> float:
         """CPU seconds used so far by this process tree."""
         self._sample()

@@ -76,15 +76,20 @@ def markdown(report: dict) -> str:
         lines.append("")
     base = report["base_model"]
     lines += ["## Time", "",
-              f"Whole run: {report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU (this "
-              "process and every Ray process it started; the machine may be shared). Base "
+              f"Whole run: {report['wall_s']:.0f} s wall, " + (
+                  f"{report['cpu_s']:.0f} s CPU (this process and every Ray process it "
+                  "started; the machine may be shared)" if report["cpu_s"] is not None else
+                  "CPU not measured (the run joined a Ray cluster: its processes are not "
+                  "this driver's)") + ". Base "
               f"model: {'from the cache' if base['cached'] else 'pretrained in this run'}. "
               f"{report['generated_tokens']} tokens generated in {report['generate_s']:.0f} s; "
               f"{report['judged']} programs judged in {report['judge_s']:.0f} s, of which "
               f"{report['executions']} distinct ones ran in the sandbox, each once (isolation: "
               f"{report['isolation']}).", "",
               "| stage | wall s | CPU s |", "| --- | --- | --- |"]
-    lines += [f"| {s['stage']} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} |" for s in report["stages"]]
+    lines += [f"| {s['stage']} | {s['wall_s']:.1f} | "
+              f"{'–' if s['cpu_s'] is None else format(s['cpu_s'], '.1f')} |"
+              for s in report["stages"]]
     lines += ["", "Throughput: the same work takes longer on a slower or busier machine; compare "
               "these before comparing wall times.", "",
               "| work | amount | wall s | per second |", "| --- | --- | --- | --- |"]

@@ -131,6 +131,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     from selfdebug.demo.report import throughput, write_demo_report
     from selfdebug.metadata import run_metadata
     from selfdebug.ray_utils import init_ray, shutdown_ray
+    from selfdebug.resources import demo_holders, require_cpus
 
     cfg.validate()
     out = Path(cfg.out_dir).resolve()
@@ -151,6 +152,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     own_cluster = not ray.is_initialized()  # a caller's cluster (tests) stays up
     timer("ray start", init_ray, cfg.ray_address or None)
+    require_cpus(demo_holders(cfg))  # a joined cluster may be smaller
+    # A joined cluster's processes are not this driver's: its CPU would be missed
+    cpu_of_ray = timer.cpu.sees("raylet")
     # Every training of the run in one process: a Ray Train run per training starts a
     # controller and a worker that imports torch, DeepSpeed and transformers again.
     resident = ResidentTrainer(cfg.sft.cpus_per_worker) if cfg.sft.num_workers == 1 else None
@@ -219,6 +223,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         "isolation": sandbox.isolation,
         "metadata": run_metadata(seed=cfg.seed, config=asdict(cfg)),
     }
+    if not cpu_of_ray:
+        report["cpu_s"] = None
+        for s in timer.stages:
+            s["cpu_s"] = None
     report["throughput"] = throughput(report)
     report["acceptance"] = acceptance(report)
     write_demo_report(out, report)

@@ -179,6 +179,11 @@ class EngineActor:
 
     # ------------------------------------------------------------------ control
     async def _load(self, source: str) -> None:
+        # vLLM logs "RotaryEmbedding: Failed to load weights" at every reload: it counts
+        # the layer's cos/sin cache, a buffer no checkpoint holds, as loadable, finds
+        # nothing for it and puts the cache back (reload/layerwise.py) — harmless;
+        # tests/test_engine_pool.py checks reloaded engines against transformers' greedy
+        # tokens.
         await self.engine.collective_rpc("reload_weights", kwargs={"weights_path": source})
         # Cached prefixes hold KV computed with the old weights; running requests are
         # recomputed with the new ones.

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from selfdebug.config import ConfigError
-from selfdebug.ray_utils import in_ray_job
+from selfdebug.ray_utils import lost_in_job
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = {  # stage kind -> (config class, run function)
@@ -105,16 +105,12 @@ class PipelineConfig:
             raise ConfigError(f"rounds must be ≥ 1, got {self.rounds}")
         if "sft" in self.stages and "synth" in self.sft_data and "synth" not in self.stages:
             raise ConfigError("sft_data names 'synth' but stages has no synth stage")
-        if in_ray_job() and not _is_shared(self.run_dir):
+        if lost_in_job({"run_dir": self.run_dir}):
             raise ConfigError(
                 f"run_dir {self.run_dir!r} is relative and this driver runs in a Ray job's "
                 f"unpacked working directory ({os.getcwd()}), which Ray deletes: set "
                 f"run_dir to an absolute path on storage the driver keeps (e.g. a volume "
                 f"every node mounts) or pass run_dir=... on the command line")
-
-
-def _is_shared(path: str) -> bool:
-    return "://" in path or os.path.isabs(path)
 
 
 def section(cfg: PipelineConfig, kind: str) -> dict[str, Any]:

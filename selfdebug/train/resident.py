@@ -35,11 +35,15 @@ class ResidentTrainer:
     A crash of the process restarts it once and retries the training, which resumes from
     the run's last checkpoint (as Ray Train's ``max_failures=1`` would)."""
 
-    def __init__(self, cpus: float):
+    def __init__(self, cpus: float, ready_timeout_s: float = 300.0):
         import ray
 
         self.actor = ray.remote(_TrainerProcess).options(
             num_cpus=cpus, max_restarts=1, max_task_retries=1).remote()
+        # awaited at the first fit, so that the caller's work until then overlaps the
+        # process's start-up (torch and transformers imports)
+        self._ready = self.actor.__ray_ready__.remote()
+        self.cpus, self.ready_timeout_s = cpus, ready_timeout_s
 
     def fit(self, cfg) -> None:
         """Train ``cfg`` (an `SFTConfig`, paths absolute) to the end with its
@@ -50,6 +54,18 @@ class ResidentTrainer:
             raise ValueError(f"a resident trainer runs one CPU worker; this config asks for "
                              f"num_workers={cfg.num_workers}, use_gpu={cfg.use_gpu}: "
                              "train it with Ray Train (no resident trainer)")
+        if self._ready is not None:  # a placement that never comes must not hang the run
+            done, _ = ray.wait([self._ready], timeout=self.ready_timeout_s)
+            if not done:
+                from selfdebug.errors import ClusterError
+
+                raise ClusterError(
+                    f"the trainer process (a Ray actor of {self.cpus:g} CPUs) did not start "
+                    f"within {self.ready_timeout_s:g} s",
+                    "is the cluster short of CPUs? (`ray status`: free and pending "
+                    "resources)")
+            ray.get(self._ready)  # the process's own start-up error, if any
+            self._ready = None
         ray.get(self.actor.train.remote(asdict(cfg)))
 
     def shutdown(self) -> None:
