@@ -189,4 +189,3 @@ def require_cpus(holders: list[Holder], cpus: float | None = None) -> None:
             "start the head with more logical CPUs (e.g. `ray start --head --num-cpus "
             f"{math.ceil(wanted)}`: a placement number, not cores) or lower "
             + " / ".join(h.path for h in holders))
-
