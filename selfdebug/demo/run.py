@@ -32,12 +32,16 @@ from selfdebug.world.generate import generate_world, problems_of
 
 
 class Timer:
-    """Wall and CPU seconds per stage (CPU of this process and every Ray process)."""
+    """Wall and CPU seconds per stage (CPU of this process and every Ray process).
+
+    ``cpu_of_ray`` False (the run joined a cluster whose processes are not this one's):
+    CPU is not measured, and stages say None rather than this process's share."""
 
     def __init__(self, log: Callable[[str], None]):
         self.stages: list[dict] = []
         self.log = log
         self.cpu = CpuMeter()
+        self.cpu_of_ray = True
 
     def __call__(self, stage: str, fn: Callable, *args, **kwargs):
         t0, c0 = time.time(), self.cpu.seconds()
@@ -46,7 +50,16 @@ class Timer:
         finally:
             wall, cpu = time.time() - t0, self.cpu.seconds() - c0
             self.stages.append({"stage": stage, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)})
-            self.log(f"[{stage}] {wall:.1f} s wall, {cpu:.1f} s CPU")
+            self.log(f"[{stage}] {wall:.1f} s wall"
+                     + (f", {cpu:.1f} s CPU" if self.cpu_of_ray else ""))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU of the whole run; None where it was not measured (every stage's too)."""
+        if not self.cpu_of_ray:
+            for s in self.stages:
+                s["cpu_s"] = None
+            return None
+        return round(sum(s["cpu_s"] for s in self.stages), 1)
 
 
 def synthesize(engines, sandbox, problems, by_id, cfg: DemoConfig, seed: int, tag: str,
@@ -154,7 +167,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     timer("ray start", init_ray, cfg.ray_address or None)
     require_cpus(demo_holders(cfg))  # a joined cluster may be smaller
     # A joined cluster's processes are not this driver's: its CPU would be missed
-    cpu_of_ray = timer.cpu.sees("raylet")
+    timer.cpu_of_ray = timer.cpu.sees("raylet")
     # Every training of the run in one process: a Ray Train run per training starts a
     # controller and a worker that imports torch, DeepSpeed and transformers again.
     resident = ResidentTrainer(cfg.sft.cpus_per_worker) if cfg.sft.num_workers == 1 else None
@@ -217,16 +230,12 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         "name": cfg.name, "arms": cfg.arms, "rounds": cfg.rounds, "results": results,
         "data": data_stats, "base_model": base, "stages": timer.stages,
         "wall_s": round(time.time() - t_start, 1),
-        "cpu_s": round(sum(s["cpu_s"] for s in timer.stages), 1),
+        "cpu_s": timer.cpu_seconds(),
         **rollout,
         "engine_loads_s": [round(x, 1) for x in engines.load_seconds],
         "isolation": sandbox.isolation,
         "metadata": run_metadata(seed=cfg.seed, config=asdict(cfg)),
     }
-    if not cpu_of_ray:
-        report["cpu_s"] = None
-        for s in timer.stages:
-            s["cpu_s"] = None
     report["throughput"] = throughput(report)
     report["acceptance"] = acceptance(report)
     write_demo_report(out, report)
